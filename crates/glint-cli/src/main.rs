@@ -1,0 +1,92 @@
+//! The `glint` command-line tool: parses arguments, calls the libraries, prints.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// glint — grounded, open-vocabulary object detection.
+///
+/// Give an image and a text prompt ("cat . remote control ."), get boxes tied to the prompt's
+/// phrases. This build has the data and evaluation tools; detectors arrive with the models.
+#[derive(Parser)]
+#[command(name = "glint", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make and inspect datasets.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// COCO bbox evaluation of a results file against ground truth (pycocotools numbers).
+    Eval(commands::eval::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    restore_default_sigpipe();
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Data(command) => commands::data::run(command),
+        Command::Eval(args) => commands::eval::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, joined by ": ", skipping a cause whose text the line
+/// already holds (library errors often quote their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// `glint ... | head` should end quietly when `head` closes the pipe, as other command-line tools
+/// do; Rust ignores SIGPIPE by default, which turns that into a panic inside `println!`.
+#[cfg(unix)]
+fn restore_default_sigpipe() {
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    // SAFETY: called first thing in main, before any thread starts; SIG_DFL is always valid.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+}

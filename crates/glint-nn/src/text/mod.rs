@@ -1,0 +1,5 @@
+//! Text encoders: token ids (+ masks, positions) -> per-token features `[B, L, D]`.
+
+pub mod bert;
+
+pub use bert::{Bert, BertAttentionMask, BertConfig, BertConfigError, BertInput, hf_load_options};
