@@ -26,6 +26,10 @@
 //! # }
 //! ```
 
+mod detector;
+
+pub use burn::tensor::Device;
+pub use detector::{Detector, DetectorError, GROUNDING_DINO_FILES, Profile};
 pub use glint_core as core;
 pub use glint_data as data;
 pub use glint_nn as nn;

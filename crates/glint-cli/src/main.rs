@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// glint — grounded, open-vocabulary object detection.
 ///
 /// Give an image and a text prompt ("cat . remote control ."), get boxes tied to the prompt's
-/// phrases. This build has the data and evaluation tools; detectors arrive with the models.
+/// phrases, with Grounding DINO checkpoints in Hugging Face format.
 #[derive(Parser)]
 #[command(name = "glint", version, propagate_version = true)]
 struct Cli {
@@ -24,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Detect the phrases of a text prompt in images.
+    Detect(commands::detect::DetectArgs),
+    /// Per-stage latency and peak memory of a detector on one image.
+    Bench(commands::bench::BenchArgs),
     /// Make and inspect datasets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
+        Command::Detect(args) => commands::detect::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Data(command) => commands::data::run(command),
         Command::Eval(args) => commands::eval::run(args),
     };

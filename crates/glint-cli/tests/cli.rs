@@ -324,3 +324,194 @@ fn check_reads_odvg_lines_named_json_and_limits_warnings() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(text.lines().filter(|l| l.starts_with("warning:")).count(), 30, "-v shows all: {text}");
 }
+
+/// The tiny transformers-made Grounding DINO checkpoint and what transformers' post-processing
+/// found in the two fixture images (tests/fixtures/make_grounding_dino.py).
+fn grounding_dino_expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("grounding_dino/tiny_detect.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn detect_prints_the_boxes_and_scores_transformers_gives() {
+    let expected = grounding_dino_expected();
+    let model = fixture("grounding_dino/tiny");
+    let images: Vec<PathBuf> = expected["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| fixture(&format!("grounding_dino/{}", i["file"].as_str().unwrap())))
+        .collect();
+    let threshold = expected["box_threshold"].as_f64().unwrap().to_string();
+    let mut args = vec![
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        expected["prompt"].as_str().unwrap(),
+        "--box-threshold",
+        &threshold,
+        "--text-threshold",
+        "0",
+        "--batch-size",
+        "2",
+        "--json",
+        "-",
+    ];
+    args.extend(images.iter().map(|p| p.to_str().unwrap()));
+    let output = glint(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let found: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 2);
+    for (result, reference) in found.iter().zip(expected["images"].as_array().unwrap()) {
+        assert_eq!(result["width"], reference["width"]);
+        assert_eq!(result["height"], reference["height"]);
+        let mut wanted: Vec<&serde_json::Value> =
+            reference["detections"].as_array().unwrap().iter().collect();
+        wanted.sort_by(|a, b| b["score"].as_f64().unwrap().total_cmp(&a["score"].as_f64().unwrap()));
+        let got = result["detections"].as_array().unwrap();
+        assert_eq!(got.len(), wanted.len(), "{result}");
+        for (g, w) in got.iter().zip(wanted) {
+            let score = g["score"].as_f64().unwrap();
+            assert!((score - w["score"].as_f64().unwrap()).abs() <= 1e-4, "{g} vs {w}");
+            for k in 0..4 {
+                let (a, b) = (g["bbox"][k].as_f64().unwrap(), w["bbox"][k].as_f64().unwrap());
+                assert!((a - b).abs() <= 0.1, "{g} vs {w}");
+            }
+            let phrase = g["phrase"].as_str().unwrap();
+            let index = g["phrase_index"].as_u64().unwrap() as usize;
+            assert_eq!(["red circle", "blue square", "green triangle"][index], phrase);
+        }
+    }
+}
+
+#[test]
+fn detect_writes_annotated_copies_and_never_an_input() {
+    let model = fixture("grounding_dino/tiny");
+    let image = fixture("grounding_dino/images/shapes_a.png");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("annotated");
+    let json = dir.path().join("detections.json");
+    let output = glint(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "red circle . blue square",
+        "--box-threshold",
+        "0.1",
+        "--text-threshold",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(!written[0]["detections"].as_array().unwrap().is_empty(), "{written}");
+    let annotated = image::open(out.join("shapes_a.png")).unwrap().to_rgb8();
+    let original = image::open(&image).unwrap().to_rgb8();
+    assert_eq!(annotated.dimensions(), original.dimensions());
+    assert_ne!(annotated, original, "boxes were drawn");
+
+    // Writing the annotated copy into the images' own directory would overwrite the input.
+    let output = glint(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "red circle",
+        "--out",
+        image.parent().unwrap().to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "shapes_a.png");
+}
+
+#[test]
+fn detect_reports_bad_input_in_one_line() {
+    let model = fixture("grounding_dino/tiny");
+    let image = fixture("grounding_dino/images/shapes_a.png");
+    let missing = fixture("grounding_dino/images/absent.png");
+    let output =
+        glint(&["detect", "--model", model.to_str().unwrap(), "--prompt", "cat", missing.to_str().unwrap()]);
+    assert_one_line_error(&output, "absent.png");
+
+    let output =
+        glint(&["detect", "--model", "/nonexistent/model-dir", "--prompt", "cat", image.to_str().unwrap()]);
+    assert_one_line_error(&output, "/nonexistent/model-dir");
+
+    let output =
+        glint(&["detect", "--model", model.to_str().unwrap(), "--prompt", " . ", image.to_str().unwrap()]);
+    assert_one_line_error(&output, "prompt");
+
+    let output = glint(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "cat",
+        "--box-threshold",
+        "1.5",
+        image.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "--box-threshold");
+}
+
+/// A Hugging Face hub cache holding the tiny checkpoint as `glint-test/grounding-dino-tiny`,
+/// laid out as huggingface_hub writes it: blobs, snapshot symlinks, `refs/main`.
+fn hub_cache_with_tiny_model(files: &[&str]) -> tempfile::TempDir {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.path().join("models--glint-test--grounding-dino-tiny");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for (i, file) in files.iter().enumerate() {
+        let etag = format!("{i:064x}");
+        std::fs::copy(fixture(&format!("grounding_dino/tiny/{file}")), repo.join("blobs").join(&etag))
+            .unwrap();
+        std::os::unix::fs::symlink(Path::new("../../blobs").join(&etag), snapshot.join(file)).unwrap();
+    }
+    cache
+}
+
+#[test]
+fn detect_resolves_a_repo_id_through_the_hub_cache_offline() {
+    let image = fixture("grounding_dino/images/shapes_b.png");
+    let run = |model: &str, cache: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_glint"))
+            .args([
+                "detect",
+                "--model",
+                model,
+                "--prompt",
+                "red circle . blue square",
+                "--box-threshold",
+                "0.2",
+            ])
+            .args(["--text-threshold", "0.01", "--json", "-", image.to_str().unwrap()])
+            .env("HF_HUB_CACHE", cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let cache = hub_cache_with_tiny_model(&["config.json", "model.safetensors", "tokenizer.json"]);
+    let from_hub = run("glint-test/grounding-dino-tiny", cache.path());
+    assert!(from_hub.status.success(), "{}", stderr(&from_hub));
+    let from_dir = run(fixture("grounding_dino/tiny").to_str().unwrap(), cache.path());
+    assert!(from_dir.status.success(), "{}", stderr(&from_dir));
+    let detections =
+        |o: &Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["detections"].clone();
+    assert_eq!(detections(&from_hub), detections(&from_dir));
+
+    // Offline, a file missing from the cache is named; nothing is downloaded.
+    let partial = hub_cache_with_tiny_model(&["config.json", "tokenizer.json"]);
+    let output = run("glint-test/grounding-dino-tiny", partial.path());
+    assert_one_line_error(&output, "model.safetensors");
+}

@@ -7,10 +7,12 @@
 //! - [`batch`]: padding images into one batch tensor with a pixel mask.
 //! - [`transforms`]: seeded training augmentation (resize, flip, crop) keeping boxes and spans consistent.
 
+pub mod annotate;
 pub mod batch;
 pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod hub;
 pub mod image_io;
 pub mod odvg;
 pub mod preprocess;

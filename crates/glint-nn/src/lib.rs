@@ -11,8 +11,12 @@ pub mod activation;
 pub mod attention;
 /// Image backbones (Swin) turning pixel values into multi-scale feature maps.
 pub mod backbone;
+/// Assembled detectors (Grounding DINO), checkpoint directories and post-processing.
+pub mod detector;
 /// Bi-directional image–text cross-attention fusion with layer scale (Grounding DINO, GLIP).
 pub mod fusion;
+/// Detection heads (Grounding DINO) from backbone maps and text features to logits and boxes.
+pub mod head;
 /// Text encoders (BERT) turning prompt tokens into per-token features.
 pub mod text;
 /// Checkpoint loading (safetensors / `.pth`) with prefix selection, key remapping and full mismatch reports.

@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use common::{Io, edited_f32_weights, load_error_naming_file};
 use glint_nn::attention::{
     DeformableAttentionError, MultiScaleDeformableAttention, MultiScaleDeformableAttentionConfig,
@@ -260,4 +260,36 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     let err = load(&config(3, 4, 2), &weights, DECODER_PREFIX, &device).expect_err("mismatched config");
     let report = err.mismatch().expect("a mismatch report");
     assert!(report.mis_shaped.iter().any(|m| m.key.ends_with("sampling_offsets.weight")), "{err}");
+}
+
+#[test]
+fn the_fused_cpu_pass_equals_the_composed_grid_sample_version() {
+    // The plain flex device takes the fused pass; its autodiff twin the composed
+    // `grid_sample_2d` version that the GPU and training use. Locations reach past the maps.
+    let (batch, queries, heads, head_dim, points) = (2, 37, 4, 8, 3);
+    let shapes = [[9usize, 13usize], [5, 7], [3, 4]];
+    let seq: usize = shapes.iter().map(|[h, w]| h * w).sum();
+    let levels = shapes.len();
+    let cpu = Device::flex();
+    let value = Tensor::<4>::random([batch, seq, heads, head_dim], Distribution::Normal(0.0, 1.0), &cpu);
+    let locations = Tensor::<6>::random(
+        [batch, queries, heads, levels, points, 2],
+        Distribution::Uniform(-0.2, 1.2),
+        &cpu,
+    );
+    let weights =
+        Tensor::<5>::random([batch, queries, heads, levels, points], Distribution::Uniform(0.0, 1.0), &cpu);
+
+    let fused =
+        multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), weights.clone()).unwrap();
+    let composed = Device::flex().autodiff();
+    let reference = multi_scale_deformable_attention(
+        Tensor::from_data(value.into_data(), &composed),
+        &shapes,
+        Tensor::from_data(locations.into_data(), &composed),
+        Tensor::from_data(weights.into_data(), &composed),
+    )
+    .unwrap();
+    let expected = reference.into_data().try_into_vec_as::<f32>().unwrap();
+    assert_close("fused deformable attention", fused, &expected, &[batch, queries, heads * head_dim]);
 }

@@ -155,8 +155,7 @@ fn checkpoint_skips_are_real() {
     let mut options = swin_load_options(GROUNDING_DINO_SWIN_PREFIX);
     options.ignore.clear();
     let err = load_safetensors(model, fixtures().join("weights.safetensors"), &options)
-        .err()
-        .expect("unexpected tensors without the skips");
+        .expect_err("unexpected tensors without the skips");
     let report = err.mismatch().expect("a mismatch report");
     assert!(report.missing.is_empty(), "{err}");
     assert!(report.unexpected.iter().any(|k| k == index_key), "{err}");

@@ -1,2 +1,4 @@
+pub mod bench;
 pub mod data;
+pub mod detect;
 pub mod eval;

@@ -339,6 +339,18 @@ pub fn multi_scale_deformable_attention(
     }
     check_levels(spatial_shapes, levels, seq_len)?;
 
+    // On the plain CPU device, one fused pass (no gradients are needed there).
+    let device = value.device();
+    if device == Device::flex() {
+        return Ok(super::deformable_cpu::fused_deformable_attention(
+            value,
+            spatial_shapes,
+            sampling_locations,
+            attention_weights,
+            &device,
+        ));
+    }
+
     // grid_sample's coordinates: -1 and 1 are the outer edges of the border pixels.
     let grids = sampling_locations.mul_scalar(2.0).sub_scalar(1.0);
     let options = GridSampleOptions::new(InterpolateMode::Bilinear)

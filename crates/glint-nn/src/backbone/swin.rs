@@ -320,7 +320,7 @@ impl SwinConfig {
         }
         for (i, &heads) in self.num_heads.iter().enumerate() {
             let dim = self.stage_channels(i + 1);
-            if heads == 0 || dim % heads != 0 {
+            if heads == 0 || !dim.is_multiple_of(heads) {
                 return Err(config_error(
                     "num_heads",
                     format!("{heads} heads cannot split stage {} of {dim} channels", i + 1),

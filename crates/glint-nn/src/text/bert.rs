@@ -168,7 +168,7 @@ impl BertConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -273,21 +273,8 @@ impl BertAttentionMask {
     /// `[B, L]` position ids, `L` the longest mask. Positions past a shorter mask's end (padding)
     /// attend only to themselves and have position id 0, as transformers gives padding tokens.
     pub fn from_text_masks(masks: &[TextMask], device: &Device) -> (Self, Tensor<2, Int>) {
-        let len = masks.iter().map(TextMask::len).max().unwrap_or(0);
-        let mut allowed = Vec::with_capacity(masks.len() * len * len);
-        let mut positions = Vec::with_capacity(masks.len() * len);
-        for mask in masks {
-            for i in 0..len {
-                for j in 0..len {
-                    allowed.push(if i < mask.len() { mask.allowed(i, j) } else { i == j });
-                }
-                positions.push(mask.position_ids().get(i).map_or(0, |&p| i64::from(p)));
-            }
-        }
-        let batch = masks.len();
-        let mask = Tensor::from_data(TensorData::new(allowed, [batch, len, len]), device);
-        let positions = Tensor::from_data(TensorData::new(positions, [batch, len]), device);
-        (Self::Full(mask), positions)
+        let (allowed, positions) = sub_sentence_tensors(masks, device);
+        (Self::Full(allowed), positions)
     }
 
     /// The `[B, 1, L, L]` mask of positions that must NOT be attended.
@@ -297,6 +284,27 @@ impl BertAttentionMask {
             Self::Full(mask) => mask.bool_not().reshape([batch, 1, len, len]),
         }
     }
+}
+
+/// The tensors of [`BertAttentionMask::from_text_masks`]: `[B, L, L]` (`true` = may attend) and
+/// `[B, L]` position ids.
+pub fn sub_sentence_tensors(masks: &[TextMask], device: &Device) -> (Tensor<3, Bool>, Tensor<2, Int>) {
+    let len = masks.iter().map(TextMask::len).max().unwrap_or(0);
+    let mut allowed = Vec::with_capacity(masks.len() * len * len);
+    let mut positions = Vec::with_capacity(masks.len() * len);
+    for mask in masks {
+        for i in 0..len {
+            for j in 0..len {
+                allowed.push(if i < mask.len() { mask.allowed(i, j) } else { i == j });
+            }
+            positions.push(mask.position_ids().get(i).map_or(0, |&p| i64::from(p)));
+        }
+    }
+    let batch = masks.len();
+    (
+        Tensor::from_data(TensorData::new(allowed, [batch, len, len]), device),
+        Tensor::from_data(TensorData::new(positions, [batch, len]), device),
+    )
 }
 
 /// Inputs of [`Bert::forward`]; only the ids are required.

@@ -22,6 +22,8 @@
 //! # Ok(bert) }
 //! ```
 
+pub mod idea;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -282,6 +284,18 @@ pub fn load_pytorch<M: Module>(
         }
     };
     apply_checkpoint(module, path, tensors, options)
+}
+
+/// Apply tensors that were already read (and possibly renamed, e.g. converted from another
+/// checkpoint layout by [`idea`]) to `module`, with the same selection, renaming, checks and
+/// reporting as [`load_safetensors`]; `path` is the file they came from, named in errors.
+pub fn apply_tensors<M: Module>(
+    module: M,
+    path: impl AsRef<Path>,
+    tensors: Vec<PackTensor>,
+    options: &LoadOptions,
+) -> Result<M, WeightsError> {
+    apply_checkpoint(module, path.as_ref(), tensors, options)
 }
 
 fn read_error(path: &Path, e: impl fmt::Display) -> WeightsError {

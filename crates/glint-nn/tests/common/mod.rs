@@ -48,10 +48,19 @@ impl Io {
         self.tensors().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}")).shape().to_vec()
     }
 
-    /// The values of a float32 tensor, row-major.
+    /// The values of a float32 (or float16, widened exactly) tensor, row-major.
     pub fn f32s(&self, name: &str) -> Vec<f32> {
-        let (_, data) = self.view(name, Dtype::F32);
-        data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        let st = self.tensors();
+        let view = st.tensor(name).unwrap_or_else(|_| panic!("no tensor {name}"));
+        match view.dtype() {
+            Dtype::F16 => {
+                view.data().chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()
+            }
+            _ => {
+                let (_, data) = self.view(name, Dtype::F32);
+                data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+        }
     }
 
     /// The values of an int64 tensor, row-major.
@@ -156,5 +165,18 @@ pub fn load_error_naming_file<T>(path: &Path, loaded: Result<T, WeightsError>) -
             assert!(message.contains(&path.display().to_string()), "{message}");
             message
         }
+    }
+}
+
+/// IEEE half precision bits -> the same value as f32 (every half is exactly representable).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let mantissa = f32::from(bits & 0x3ff);
+    match exponent {
+        0 => sign * mantissa * 2f32.powi(-24),
+        31 if mantissa == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        _ => sign * (1.0 + mantissa / 1024.0) * 2f32.powi(exponent - 15),
     }
 }

@@ -1,0 +1,211 @@
+//! `glint detect`: boxes for a text prompt in images, as JSON and annotated copies.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use glint::core::detection::Detection;
+use glint::core::prompt::Prompt;
+use glint::data::annotate::{annotate, annotated_path, write_annotated};
+use glint::data::image_io::load_image;
+use glint::nn::detector::DetectOptions;
+use glint::{Detector, Device};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct DetectArgs {
+    /// A checkpoint directory (config.json, model.safetensors, tokenizer.json) or a Hugging Face
+    /// repo id such as IDEA-Research/grounding-dino-tiny (from the hub cache; offline with HF_HUB_OFFLINE=1).
+    #[arg(long, value_name = "DIR_OR_REPO_ID")]
+    model: String,
+    /// What to find: phrases separated by " . ", e.g. "cat . remote control .".
+    #[arg(long)]
+    prompt: String,
+    /// Images to search.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Keep a box when its best token probability is above this.
+    #[arg(long, default_value_t = 0.35)]
+    box_threshold: f32,
+    /// ... and its best phrase's probability is above this.
+    #[arg(long, default_value_t = 0.25)]
+    text_threshold: f32,
+    /// Per-phrase non-maximum suppression at this IoU (none by default, as the reference).
+    #[arg(long, value_name = "IOU")]
+    nms_iou: Option<f32>,
+    /// At most this many detections per image.
+    #[arg(long, default_value_t = 300)]
+    max_detections: usize,
+    /// Write the detections as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write annotated copies of the images into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Where to run: `cpu` (Burn's flex backend) or `wgpu` (GPU through Vulkan / Metal / DX12).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+}
+
+/// The `--device` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The CPU (Burn's flex backend).
+    Cpu,
+    /// A GPU through wgpu.
+    Wgpu,
+}
+
+impl DeviceChoice {
+    /// The Burn device, initialised (an absent GPU is an error here, not a panic later).
+    pub fn device(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::flex()),
+            DeviceChoice::Wgpu => Device::wgpu_options()
+                .init()
+                .map_err(|e| anyhow::anyhow!("--device wgpu: no usable GPU adapter: {e}")),
+        }
+    }
+}
+
+/// One image's results, as written by `--json`.
+#[derive(Serialize)]
+struct ImageDetections<'a> {
+    image: &'a Path,
+    width: u32,
+    height: u32,
+    detections: Vec<JsonDetection<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonDetection<'a> {
+    bbox: [f32; 4],
+    score: f32,
+    phrase: &'a str,
+    phrase_index: usize,
+}
+
+pub fn run(args: DetectArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    for (name, value) in [("--box-threshold", args.box_threshold), ("--text-threshold", args.text_threshold)]
+    {
+        if !(0.0..=1.0).contains(&value) {
+            bail!("{name} {value} is outside [0, 1]");
+        }
+    }
+    if let Some(iou) = args.nms_iou
+        && !(0.0..=1.0).contains(&iou)
+    {
+        bail!("--nms-iou {iou} is outside [0, 1]");
+    }
+    let prompt = Prompt::parse(&args.prompt).with_context(|| format!("prompt \"{}\"", args.prompt))?;
+    let outputs = plan_outputs(&args)?;
+    let options = DetectOptions {
+        box_threshold: args.box_threshold,
+        text_threshold: args.text_threshold,
+        nms_iou: args.nms_iou,
+        max_detections: args.max_detections,
+    };
+
+    let device = args.device.device()?;
+    let started = Instant::now();
+    let detector = Detector::from_pretrained(&args.model, &device)?;
+    tracing::info!("loaded {} in {:.2?} on {:?}", detector.dir().display(), started.elapsed(), args.device);
+
+    let mut results: Vec<(PathBuf, u32, u32, Vec<Detection>)> = Vec::with_capacity(args.images.len());
+    for (batch_paths, batch_outputs) in
+        args.images.chunks(args.batch_size).zip(outputs.chunks(args.batch_size))
+    {
+        let images = batch_paths.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let found = detector.detect_batch(&images, &prompt, &options)?;
+        tracing::info!("{} image(s) in {:.2?}", images.len(), started.elapsed());
+        for ((path, image), (detections, output)) in
+            batch_paths.iter().zip(&images).zip(found.into_iter().zip(batch_outputs))
+        {
+            if let Some(output) = output {
+                write_annotated(output, &annotate(image, &detections))?;
+            }
+            results.push((path.clone(), image.width(), image.height(), detections));
+        }
+    }
+
+    let records: Vec<ImageDetections<'_>> = results
+        .iter()
+        .map(|(path, width, height, detections)| ImageDetections {
+            image: path,
+            width: *width,
+            height: *height,
+            detections: detections
+                .iter()
+                .map(|d| JsonDetection {
+                    bbox: d.bbox.to_array(),
+                    score: d.score,
+                    phrase: &d.phrase,
+                    phrase_index: d.phrase_index,
+                })
+                .collect(),
+        })
+        .collect();
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&records)?),
+        Some(path) => {
+            let json = serde_json::to_string_pretty(&records)? + "\n";
+            glint::core::io::write_atomic(path, json.as_bytes())
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+        }
+        None => {
+            for record in &records {
+                println!(
+                    "{} ({}×{}): {} detection(s)",
+                    record.image.display(),
+                    record.width,
+                    record.height,
+                    record.detections.len()
+                );
+                for d in &record.detections {
+                    let [x0, y0, x1, y1] = d.bbox;
+                    println!("  {:<24} {:.3}  [{x0:.1}, {y0:.1}, {x1:.1}, {y1:.1}]", d.phrase, d.score);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where each image's annotated copy goes (all decided before anything is written, so that no
+/// output lands on an input of the same run), and a check that `--json` is not an input.
+fn plan_outputs(args: &DetectArgs) -> anyhow::Result<Vec<Option<PathBuf>>> {
+    let inputs: HashSet<PathBuf> = args.images.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    if let Some(json) = args.json.as_deref().filter(|p| p.as_os_str() != "-")
+        && json.canonicalize().is_ok_and(|p| inputs.contains(&p))
+    {
+        bail!("{}: --json would overwrite an input image", json.display());
+    }
+    let Some(out_dir) = &args.out else {
+        return Ok(vec![None; args.images.len()]);
+    };
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create the output directory", out_dir.display()))?;
+    let mut taken = HashSet::new();
+    let mut outputs = Vec::with_capacity(args.images.len());
+    for image in &args.images {
+        let output = annotated_path(out_dir, image, &mut taken)?;
+        if output.canonicalize().is_ok_and(|p| inputs.contains(&p)) {
+            bail!(
+                "{}: the annotated copy of {} would overwrite an input image",
+                output.display(),
+                image.display()
+            );
+        }
+        outputs.push(Some(output));
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,10 @@
+//! Assembled detectors: backbone + text encoder + head, loading from checkpoint directories,
+//! and the post-processing from raw outputs to [`glint_core::detection::Detection`]s.
+//!
+//! - [`grounding_dino`]: Grounding DINO (Swin + BERT + [`crate::head::grounding_dino`]).
+
+pub mod grounding_dino;
+
+pub use grounding_dino::{
+    DetectOptions, GroundingDino, GroundingDinoLoadError, GroundingDinoOutput, StageTimes, TextBatch,
+};

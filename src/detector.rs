@@ -1,0 +1,302 @@
+//! The high-level API: load a detector once, detect in many images.
+//!
+//! ```no_run
+//! use glint::Detector;
+//! use glint::core::prompt::Prompt;
+//! use glint::nn::detector::DetectOptions;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = burn::tensor::Device::flex();
+//! let detector = Detector::from_pretrained("IDEA-Research/grounding-dino-tiny", &device)?;
+//! let image = glint::data::image_io::load_image("cats.jpg")?;
+//! let prompt = Prompt::parse("cat . remote control .")?;
+//! for detection in detector.detect(&image, &prompt, &DetectOptions::default())? {
+//!     println!("{} {:.2} {:?}", detection.phrase, detection.score, detection.bbox);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use glint_core::detection::{Detection, suppress_detections};
+use glint_core::geometry::NmsOptions;
+use glint_core::prompt::{MAX_TEXT_LEN, Prompt, PromptError, TextTokenizer, chunk_prompt};
+use glint_data::error::DataError;
+use glint_data::hub::{HubError, HubOptions, resolve_model};
+use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
+use glint_nn::detector::grounding_dino::detections;
+use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
+use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
+use image::RgbImage;
+
+/// The files a Grounding DINO checkpoint directory must hold.
+pub const GROUNDING_DINO_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// The hub repo whose tokenizer the original Grounding DINO checkpoints use.
+const BERT_BASE_UNCASED: &str = "google-bert/bert-base-uncased";
+
+/// Why a detector could not be loaded or could not detect.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// The model could not be found or fetched.
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The checkpoint could not be loaded.
+    #[error(transparent)]
+    Load(#[from] GroundingDinoLoadError),
+    /// The tokenizer could not be loaded, or the prompt cannot be encoded.
+    #[error("{context}: {source}")]
+    Prompt {
+        /// The file or prompt concerned.
+        context: String,
+        /// Why.
+        source: PromptError,
+    },
+    /// An image could not be preprocessed.
+    #[error(transparent)]
+    Image(#[from] DataError),
+    /// The model refused its input.
+    #[error(transparent)]
+    Model(#[from] GroundingDinoError),
+}
+
+/// Where the time of a detection went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Profile {
+    /// Resizing and normalising the images.
+    pub preprocess: Duration,
+    /// The model's stages.
+    pub stages: StageTimes,
+    /// Copying the outputs to the host and making detections.
+    pub postprocess: Duration,
+}
+
+impl Profile {
+    fn add(&mut self, times: &StageTimes) {
+        self.stages.backbone += times.backbone;
+        self.stages.text += times.text;
+        self.stages.encoder += times.encoder;
+        self.stages.decoder += times.decoder;
+    }
+
+    /// Everything.
+    pub fn total(&self) -> Duration {
+        let s = &self.stages;
+        self.preprocess + s.backbone + s.text + s.encoder + s.decoder + self.postprocess
+    }
+}
+
+/// A Grounding DINO detector with its tokenizer and image preprocessing.
+#[derive(Debug)]
+pub struct Detector {
+    model: GroundingDino,
+    tokenizer: TextTokenizer,
+    preprocess: PreprocessConfig,
+    device: Device,
+    dir: PathBuf,
+}
+
+impl Detector {
+    /// Load from a checkpoint directory as transformers writes it, or from a Hugging Face repo
+    /// id (`IDEA-Research/grounding-dino-tiny`, optionally `@revision`) through the hub cache
+    /// (offline when `HF_HUB_OFFLINE=1`).
+    ///
+    /// An original IDEA-Research checkpoint file (`groundingdino_swint_ogc.pth`,
+    /// `groundingdino_swinb_cogcoor.pth`) is accepted too: its config is the `config.json` beside
+    /// it, else Grounding-DINO-B when the file name contains `swinb`, else Grounding-DINO-T; its
+    /// tokenizer is the `tokenizer.json` beside it, else bert-base-uncased's from the hub.
+    pub fn from_pretrained(path_or_id: &str, device: &Device) -> Result<Self, DetectorError> {
+        let path = Path::new(path_or_id);
+        if path.is_file() && path.extension().is_some_and(|e| e == "pth" || e == "pt") {
+            return Self::from_pth(path, device);
+        }
+        let dir = resolve_model(path_or_id, &GROUNDING_DINO_FILES, &HubOptions::from_env())?;
+        Self::from_dir(&dir, device)
+    }
+
+    fn from_pth(path: &Path, device: &Device) -> Result<Self, DetectorError> {
+        let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
+        let config = match beside("config.json") {
+            Some(config) => {
+                GroundingDinoConfig::from_json_file(config).map_err(GroundingDinoLoadError::from)?
+            }
+            None if path.file_name().is_some_and(|n| n.to_string_lossy().contains("swinb")) => {
+                GroundingDinoConfig::grounding_dino_base()
+            }
+            None => GroundingDinoConfig::grounding_dino_tiny(),
+        };
+        let tokenizer_path = match beside("tokenizer.json") {
+            Some(path) => path,
+            None => resolve_model(BERT_BASE_UNCASED, &["tokenizer.json"], &HubOptions::from_env())?
+                .join("tokenizer.json"),
+        };
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path).map_err(|source| {
+            DetectorError::Prompt { context: tokenizer_path.display().to_string(), source }
+        })?;
+        let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
+        let model = GroundingDino::new(&config, device).map_err(build)?;
+        let model = model.load_pth(path).map_err(GroundingDinoLoadError::from)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocess: PreprocessConfig::grounding_dino(),
+            device: device.clone(),
+            dir: path.to_path_buf(),
+        })
+    }
+
+    /// Load from a local checkpoint directory (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`).
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, DetectorError> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path).map_err(|source| {
+            DetectorError::Prompt { context: tokenizer_path.display().to_string(), source }
+        })?;
+        let model = GroundingDino::from_pretrained_dir(dir, device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocess: PreprocessConfig::grounding_dino(),
+            device: device.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory (or `.pth` file) the weights came from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The model.
+    pub fn model(&self) -> &GroundingDino {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Detect the prompt's phrases in one image: boxes in the image's pixels, by decreasing score.
+    pub fn detect(
+        &self,
+        image: &RgbImage,
+        prompt: &Prompt,
+        options: &DetectOptions,
+    ) -> Result<Vec<Detection>, DetectorError> {
+        let mut all = self.detect_batch(std::slice::from_ref(image), prompt, options)?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// Detect in several images in one batch; each image's result is the same as [`detect`]'s
+    /// on it alone. A prompt too long for the text encoder is split into chunks that are run
+    /// one after the other, their detections merged.
+    ///
+    /// [`detect`]: Self::detect
+    pub fn detect_batch(
+        &self,
+        images: &[RgbImage],
+        prompt: &Prompt,
+        options: &DetectOptions,
+    ) -> Result<Vec<Vec<Detection>>, DetectorError> {
+        self.run(images, prompt, options, None)
+    }
+
+    /// [`detect_batch`](Self::detect_batch), timing preprocessing, every model stage and the
+    /// post-processing (summed over the chunks of a long prompt).
+    pub fn detect_profiled(
+        &self,
+        images: &[RgbImage],
+        prompt: &Prompt,
+        options: &DetectOptions,
+    ) -> Result<(Vec<Vec<Detection>>, Profile), DetectorError> {
+        let mut profile = Profile::default();
+        let found = self.run(images, prompt, options, Some(&mut profile))?;
+        Ok((found, profile))
+    }
+
+    fn run(
+        &self,
+        images: &[RgbImage],
+        prompt: &Prompt,
+        options: &DetectOptions,
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<Vec<Detection>>, DetectorError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prompt_error =
+            |source| DetectorError::Prompt { context: format!("prompt \"{}\"", prompt.caption()), source };
+        let max_tokens = self.model.config().max_text_len.min(MAX_TEXT_LEN);
+        let chunks = chunk_prompt(prompt, &self.tokenizer, max_tokens).map_err(prompt_error)?;
+        let started = Instant::now();
+        let preprocessed =
+            images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
+        let tensors: Vec<Tensor<3>> = preprocessed.iter().map(|p| self.image_tensor(p)).collect();
+        if let Some(profile) = profile.as_deref_mut() {
+            profile.preprocess += started.elapsed();
+        }
+
+        let mut found: Vec<Vec<Detection>> = vec![Vec::new(); images.len()];
+        for chunk in chunks.chunks() {
+            let encoded = self.tokenizer.encode_prompt(&chunk.prompt).map_err(prompt_error)?;
+            let ids = encoded.tokens.ids();
+            let text = TextBatch::new(&vec![ids; images.len()], self.tokenizer.delimiter_ids(), &self.device);
+            let output = match profile.as_deref_mut() {
+                Some(profile) => {
+                    let (output, times) = self.model.forward_timed(&tensors, &text)?;
+                    profile.add(&times);
+                    output
+                }
+                None => self.model.forward(&tensors, &text)?,
+            };
+            let started = Instant::now();
+            let logits = host(output.head.logits);
+            let boxes = host(output.head.pred_boxes);
+            let per_image_logits = logits.len() / images.len();
+            let per_image_boxes = boxes.len() / images.len();
+            for (b, image) in preprocessed.iter().enumerate() {
+                let size = [image.original_size.width as f32, image.original_size.height as f32];
+                let chunk_detections = detections(
+                    &logits[b * per_image_logits..(b + 1) * per_image_logits],
+                    &boxes[b * per_image_boxes..(b + 1) * per_image_boxes],
+                    ids.len(),
+                    &encoded.positive_map,
+                    chunk.prompt.phrases(),
+                    size,
+                    options,
+                );
+                found[b].extend(chunk_detections.into_iter().map(|mut d| {
+                    d.phrase_index =
+                        chunk.phrase_indices.get(d.phrase_index).copied().unwrap_or(d.phrase_index);
+                    d
+                }));
+            }
+            if let Some(profile) = profile.as_deref_mut() {
+                profile.postprocess += started.elapsed();
+            }
+        }
+        if chunks.len() == 1 {
+            return Ok(found);
+        }
+        let nms = NmsOptions {
+            iou_threshold: options.nms_iou.unwrap_or(f32::INFINITY),
+            score_threshold: f32::NEG_INFINITY,
+            max_detections: options.max_detections,
+            class_agnostic: false,
+        };
+        Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
+    }
+
+    fn image_tensor(&self, image: &PreprocessedImage) -> Tensor<3> {
+        let t = &image.tensor;
+        Tensor::from_data(TensorData::new(t.data.clone(), [3, t.height, t.width]), &self.device)
+    }
+}
+
+/// A tensor's values on the host, row-major.
+fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default()
+}

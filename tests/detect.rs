@@ -1,0 +1,184 @@
+//! The `Detector` API on the tiny transformers-made checkpoint (tests/fixtures/grounding_dino,
+//! `make_grounding_dino.py`): the same boxes and scores as transformers'
+//! `post_process_grounded_object_detection` on the same PNGs (short side 800: no resampling).
+//!
+//! Tolerance: scores within 1e-4, box corners within 0.1 px (1e-4 of the 1000 px side): the
+//! model's outputs agree within 1e-4 in logits and normalised box units. The reference's text
+//! threshold only chooses the words of its label, so its box set is compared with glint's at
+//! text threshold 0 (every kept box has a phrase).
+
+use std::path::{Path, PathBuf};
+
+use glint::Detector;
+use glint::core::detection::Detection;
+use glint::core::prompt::Prompt;
+use glint::data::image_io::load_image;
+use glint::nn::detector::DetectOptions;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Expected {
+    prompt: String,
+    box_threshold: f32,
+    images: Vec<ExpectedImage>,
+}
+
+#[derive(Deserialize)]
+struct ExpectedImage {
+    file: String,
+    width: u32,
+    height: u32,
+    detections: Vec<ExpectedDetection>,
+}
+
+#[derive(Deserialize)]
+struct ExpectedDetection {
+    bbox: [f32; 4],
+    score: f32,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grounding_dino")
+}
+
+fn expected(name: &str) -> Expected {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("{name}_detect.json"))).unwrap())
+        .unwrap()
+}
+
+fn options(expected: &Expected) -> DetectOptions {
+    DetectOptions {
+        box_threshold: expected.box_threshold,
+        text_threshold: 0.0,
+        nms_iou: None,
+        max_detections: 300,
+    }
+}
+
+fn assert_same_detections(found: &[Detection], expected: &ExpectedImage) {
+    let mut reference: Vec<&ExpectedDetection> = expected.detections.iter().collect();
+    reference.sort_by(|a, b| b.score.total_cmp(&a.score));
+    assert_eq!(found.len(), reference.len(), "{}: {found:?}", expected.file);
+    for (d, e) in found.iter().zip(reference) {
+        assert!((d.score - e.score).abs() <= 1e-4, "{}: score {} vs {}", expected.file, d.score, e.score);
+        for (a, b) in d.bbox.to_array().iter().zip(e.bbox) {
+            assert!((a - b).abs() <= 0.1, "{}: box {:?} vs {:?}", expected.file, d.bbox, e.bbox);
+        }
+    }
+    assert!(found.windows(2).all(|w| w[0].score >= w[1].score), "sorted by score");
+}
+
+#[test]
+fn detections_match_transformers_post_processing() {
+    let device = glint::Device::flex();
+    let detector = Detector::from_dir(&fixtures().join("tiny"), &device).unwrap();
+    let expected = expected("tiny");
+    let prompt = Prompt::parse(&expected.prompt).unwrap();
+    for image in &expected.images {
+        let pixels = load_image(fixtures().join(&image.file)).unwrap();
+        assert_eq!((pixels.width(), pixels.height()), (image.width, image.height));
+        let found = detector.detect(&pixels, &prompt, &options(&expected)).unwrap();
+        assert_same_detections(&found, image);
+        for d in &found {
+            assert_eq!(prompt.phrases()[d.phrase_index], d.phrase);
+        }
+    }
+}
+
+#[test]
+fn a_batch_of_different_sizes_gives_each_image_its_own_result() {
+    let device = glint::Device::flex();
+    let detector = Detector::from_dir(&fixtures().join("tiny"), &device).unwrap_or_else(|e| panic!("{e}"));
+    let expected = expected("tiny");
+    let prompt = Prompt::parse(&expected.prompt).unwrap();
+    let images: Vec<_> =
+        expected.images.iter().map(|i| load_image(fixtures().join(&i.file)).unwrap()).collect();
+    assert_ne!(images[0].dimensions(), images[1].dimensions());
+    let batched = detector.detect_batch(&images, &prompt, &options(&expected)).unwrap();
+    for ((found, image), pixels) in batched.iter().zip(&expected.images).zip(&images) {
+        assert_same_detections(found, image);
+        let alone = detector.detect(pixels, &prompt, &options(&expected)).unwrap();
+        assert_same_detections(&alone, image);
+    }
+}
+
+#[test]
+fn thresholds_and_limits_are_applied() {
+    let device = glint::Device::flex();
+    let detector = Detector::from_dir(&fixtures().join("tiny"), &device).unwrap();
+    let expected = expected("tiny");
+    let prompt = Prompt::parse(&expected.prompt).unwrap();
+    let image = load_image(fixtures().join(&expected.images[0].file)).unwrap();
+    let all = detector.detect(&image, &prompt, &options(&expected)).unwrap();
+    assert!(all.len() >= 3);
+
+    let strict_text = DetectOptions { text_threshold: 0.999, ..options(&expected) };
+    assert!(detector.detect(&image, &prompt, &strict_text).unwrap().is_empty());
+
+    let two = DetectOptions { max_detections: 2, ..options(&expected) };
+    let top = detector.detect(&image, &prompt, &two).unwrap();
+    assert_eq!(top, all[..2].to_vec());
+
+    // NMS at IoU 0 keeps, per phrase, only boxes that overlap no better-scoring box.
+    let nms = DetectOptions { nms_iou: Some(0.0), ..options(&expected) };
+    let kept = detector.detect(&image, &prompt, &nms).unwrap();
+    for (i, a) in kept.iter().enumerate() {
+        for b in &kept[i + 1..] {
+            if a.phrase_index == b.phrase_index {
+                assert_eq!(glint::core::geometry::iou(&a.bbox, &b.bbox), 0.0, "{a:?} {b:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_the_text_encoder_is_split_and_merged() {
+    let device = glint::Device::flex();
+    let detector = Detector::from_dir(&fixtures().join("tiny"), &device).unwrap();
+    let expected = expected("tiny");
+    let image = load_image(fixtures().join(&expected.images[0].file)).unwrap();
+    // 120 phrases of two tokens each, far past 256 tokens: several chunks.
+    let phrases: Vec<String> = (0..120).map(|i| format!("red thing{i}")).collect();
+    let prompt = Prompt::new(&phrases).unwrap();
+    let found = detector
+        .detect(&image, &prompt, &DetectOptions { box_threshold: 0.0, ..options(&expected) })
+        .unwrap();
+    assert!(!found.is_empty());
+    assert!(found.iter().any(|d| d.phrase_index >= 60), "phrases of later chunks are found");
+    for d in &found {
+        assert_eq!(prompt.phrases()[d.phrase_index], d.phrase);
+    }
+}
+
+#[test]
+fn loading_errors_name_the_file() {
+    let device = glint::Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures().join("tiny/tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    std::fs::write(dir.path().join("config.json"), "{\"d_model\": ").unwrap();
+    let error = Detector::from_dir(dir.path(), &device).unwrap_err().to_string();
+    assert!(error.contains("config.json"), "{error}");
+
+    let error = Detector::from_pretrained(dir.path().join("absent").to_str().unwrap(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("absent"), "{error}");
+}
+
+#[test]
+fn an_idea_pth_checkpoint_with_its_config_beside_it_detects_the_same() {
+    let device = glint::Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("tiny").join(file), dir.path().join(file)).unwrap();
+    }
+    let pth = dir.path().join("groundingdino_tiny.pth");
+    std::fs::copy(fixtures().join("tiny_idea.pth"), &pth).unwrap();
+    let detector =
+        Detector::from_pretrained(pth.to_str().unwrap(), &device).unwrap_or_else(|e| panic!("{e}"));
+    let expected = expected("tiny");
+    let prompt = Prompt::parse(&expected.prompt).unwrap();
+    let image = &expected.images[0];
+    let pixels = load_image(fixtures().join(&image.file)).unwrap();
+    assert_same_detections(&detector.detect(&pixels, &prompt, &options(&expected)).unwrap(), image);
+}
