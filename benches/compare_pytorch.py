@@ -60,8 +60,10 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# The processor is built and saved as the parity fixtures build and save it.
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+from make_grounding_dino import build_processor, save_processor  # noqa: E402
 TINY = ROOT / "tests" / "fixtures" / "grounding_dino" / "tiny"
-TOKENIZER = ROOT / "tests" / "fixtures" / "tokenizer" / "tokenizer.json"
 DEFAULT_FULL_DIR = Path("/tmp/glint-bench/gdino-t-random")
 SCRATCH = Path("/tmp/glint-bench")
 CHECKPOINT_FILES = [
@@ -111,35 +113,13 @@ def parse_args(argv=None):
 # Checkpoint
 
 
-def build_processor():
-    """bert-base-uncased WordPiece with its 128-token padding / truncation off, as the fixtures."""
-    from tokenizers import Tokenizer
-    from transformers import BertTokenizerFast, GroundingDinoImageProcessor, GroundingDinoProcessor
-
-    backend = Tokenizer.from_file(str(TOKENIZER))
-    backend.no_padding()
-    backend.no_truncation()
-    return GroundingDinoProcessor(GroundingDinoImageProcessor(), BertTokenizerFast(tokenizer_object=backend))
-
-
 def save_checkpoint(model, processor, directory):
-    """Write a hub-like checkpoint directory (the older layout with preprocessor_config.json)."""
+    """Write a hub-like checkpoint directory, laid out as the parity fixtures are."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in CHECKPOINT_FILES + ["processor_config.json", "vocab.txt"]:
         (directory / name).unlink(missing_ok=True)
     model.save_pretrained(directory)
-    processor.tokenizer.backend_tokenizer.no_padding()
-    processor.tokenizer.backend_tokenizer.no_truncation()
-    processor.save_pretrained(directory)
-    processor.image_processor.save_pretrained(directory)
-    pre = json.loads((directory / "preprocessor_config.json").read_text())
-    pre["processor_class"] = "GroundingDinoProcessor"
-    (directory / "preprocessor_config.json").write_text(json.dumps(pre, indent=2, sort_keys=True) + "\n")
-    special = processor.tokenizer.special_tokens_map
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2, sort_keys=True) + "\n")
-    # transformers 5 also writes these; the hub checkpoints people use do not have them.
-    for extra in ("processor_config.json", "vocab.txt"):
-        (directory / extra).unlink(missing_ok=True)
+    save_processor(processor, directory)
     missing = [n for n in CHECKPOINT_FILES if not (directory / n).is_file()]
     if missing:
         raise SystemExit(f"{directory}: save_pretrained did not write {missing}")

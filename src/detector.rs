@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use glint_core::detection::{Detection, suppress_detections};
-use glint_core::geometry::NmsOptions;
 use glint_core::prompt::{MAX_TEXT_LEN, Prompt, PromptError, TextTokenizer, chunk_prompt};
 use glint_data::error::DataError;
 use glint_data::hub::{HubError, HubOptions, resolve_model};
@@ -132,36 +131,29 @@ impl Detector {
             None => resolve_model(BERT_BASE_UNCASED, &["tokenizer.json"], &HubOptions::from_env())?
                 .join("tokenizer.json"),
         };
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path).map_err(|source| {
-            DetectorError::Prompt { context: tokenizer_path.display().to_string(), source }
-        })?;
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
         let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
         let model = GroundingDino::new(&config, device).map_err(build)?;
         let model = model.load_pth(path).map_err(GroundingDinoLoadError::from)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            preprocess: PreprocessConfig::grounding_dino(),
-            device: device.clone(),
-            dir: path.to_path_buf(),
-        })
+        Ok(Self::new(model, tokenizer, device, path))
     }
 
     /// Load from a local checkpoint directory (`config.json`, `model.safetensors`,
     /// `tokenizer.json`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, DetectorError> {
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path).map_err(|source| {
-            DetectorError::Prompt { context: tokenizer_path.display().to_string(), source }
-        })?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let model = GroundingDino::from_pretrained_dir(dir, device)?;
-        Ok(Self {
+        Ok(Self::new(model, tokenizer, device, dir))
+    }
+
+    fn new(model: GroundingDino, tokenizer: TextTokenizer, device: &Device, source: &Path) -> Self {
+        Self {
             model,
             tokenizer,
             preprocess: PreprocessConfig::grounding_dino(),
             device: device.clone(),
-            dir: dir.to_path_buf(),
-        })
+            dir: source.to_path_buf(),
+        }
     }
 
     /// The directory (or `.pth` file) the weights came from.
@@ -281,12 +273,7 @@ impl Detector {
         if chunks.len() == 1 {
             return Ok(found);
         }
-        let nms = NmsOptions {
-            iou_threshold: options.nms_iou.unwrap_or(f32::INFINITY),
-            score_threshold: f32::NEG_INFINITY,
-            max_detections: options.max_detections,
-            class_agnostic: false,
-        };
+        let nms = options.nms_options();
         Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
     }
 
@@ -294,6 +281,12 @@ impl Detector {
         let t = &image.tensor;
         Tensor::from_data(TensorData::new(t.data.clone(), [3, t.height, t.width]), &self.device)
     }
+}
+
+/// The tokenizer at `path`; errors name the file.
+fn load_tokenizer(path: &Path) -> Result<TextTokenizer, DetectorError> {
+    TextTokenizer::from_file(path)
+        .map_err(|source| DetectorError::Prompt { context: path.display().to_string(), source })
 }
 
 /// A tensor's values on the host, row-major.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use glint_core::detection::Detection;
 use glint_core::geometry::{BoxCxcywh, NmsOptions};
@@ -22,7 +23,7 @@ use crate::head::grounding_dino::{
 use crate::text::bert::sub_sentence_tensors;
 use crate::text::{Bert, BertAttentionMask, BertInput, hf_load_options};
 use crate::weights::idea::IdeaCheckpoint;
-use crate::weights::{LoadOptions, Mismatch, WeightsError, load_safetensors};
+use crate::weights::{LoadOptions, Mismatch, WeightsError, apply_tensors, read_safetensors};
 
 /// Where Hugging Face Grounding DINO checkpoints keep the text encoder's tensors.
 pub const GROUNDING_DINO_TEXT_PREFIX: &str = "model.text_backbone.";
@@ -177,30 +178,23 @@ impl GroundingDino {
     /// part (backbone, text encoder, head) is reported in one error.
     pub fn load_safetensors(self, path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref();
-        let Self { backbone, text_backbone, head } = self;
-        let shared_box_head = head.config().decoder_bbox_embed_share;
-        let backbone = load_safetensors(backbone, path, &swin_load_options(GROUNDING_DINO_SWIN_PREFIX));
-        let text_backbone =
-            load_safetensors(text_backbone, path, &hf_load_options(GROUNDING_DINO_TEXT_PREFIX));
-        let head = load_safetensors(head, path, &head_load_options(shared_box_head));
-        match (backbone, text_backbone, head) {
-            (Ok(backbone), Ok(text_backbone), Ok(head)) => Ok(Self { backbone, text_backbone, head }),
-            (backbone, text, head) => {
-                Err(merge_errors([backbone.err(), text.err(), head.err()].into_iter().flatten().collect()))
-            }
-        }
+        self.load_parts(&Checkpoint::Transformers { path, tensors: read_safetensors(path)? })
     }
 
     /// Load an original IDEA-Research checkpoint (`groundingdino_swint_ogc.pth` layout, see
     /// [`crate::weights::idea`]); every problem is reported in one error, by IDEA key where the
     /// tensor came from the file.
     pub fn load_pth(self, path: impl AsRef<Path>) -> Result<Self, WeightsError> {
-        let checkpoint = IdeaCheckpoint::read(path)?;
+        self.load_parts(&Checkpoint::Idea(IdeaCheckpoint::read(path)?))
+    }
+
+    /// Fill the three parts from one checkpoint, merging their problems into one error.
+    fn load_parts(self, checkpoint: &Checkpoint<'_>) -> Result<Self, WeightsError> {
         let Self { backbone, text_backbone, head } = self;
-        let shared_box_head = head.config().decoder_bbox_embed_share;
+        let head_options = head_load_options(head.config().decoder_bbox_embed_share);
         let backbone = checkpoint.apply(backbone, &swin_load_options(GROUNDING_DINO_SWIN_PREFIX));
         let text_backbone = checkpoint.apply(text_backbone, &hf_load_options(GROUNDING_DINO_TEXT_PREFIX));
-        let head = checkpoint.apply(head, &head_load_options(shared_box_head));
+        let head = checkpoint.apply(head, &head_options);
         match (backbone, text_backbone, head) {
             (Ok(backbone), Ok(text_backbone), Ok(head)) => Ok(Self { backbone, text_backbone, head }),
             (backbone, text, head) => {
@@ -292,6 +286,25 @@ impl GroundingDino {
     }
 }
 
+/// A whole-model checkpoint, read once and applied to each part.
+enum Checkpoint<'a> {
+    /// A transformers `model.safetensors` and its tensors (transformers names).
+    Transformers { path: &'a Path, tensors: Vec<PackTensor> },
+    /// An IDEA-Research `.pth`, converted to transformers names.
+    Idea(IdeaCheckpoint),
+}
+
+impl Checkpoint<'_> {
+    fn apply<M: Module>(&self, module: M, options: &LoadOptions) -> Result<M, WeightsError> {
+        match self {
+            Checkpoint::Transformers { path, tensors } => {
+                apply_tensors(module, path, tensors.clone(), options)
+            }
+            Checkpoint::Idea(checkpoint) => checkpoint.apply(module, options),
+        }
+    }
+}
+
 /// Load options for the head's tensors: everything but the backbones, `model.` dropped, the
 /// input projections' `Sequential` indices named. With one box head shared by all decoder
 /// layers, the tied copies (`bbox_embed.1…`, `model.decoder.bbox_embed.…`) are skipped.
@@ -349,6 +362,19 @@ pub struct DetectOptions {
     pub max_detections: usize,
 }
 
+impl DetectOptions {
+    /// The NMS / top-k step of these options, each phrase a class (no score threshold: the
+    /// thresholds are applied before).
+    pub fn nms_options(&self) -> NmsOptions {
+        NmsOptions {
+            iou_threshold: self.nms_iou.unwrap_or(f32::INFINITY),
+            score_threshold: f32::NEG_INFINITY,
+            max_detections: self.max_detections,
+            class_agnostic: false,
+        }
+    }
+}
+
 impl Default for DetectOptions {
     /// Grounding DINO's usual thresholds: box 0.35, text 0.25; no NMS; 300 detections.
     fn default() -> Self {
@@ -397,13 +423,7 @@ pub fn detections(
             phrase_index,
         });
     }
-    let nms = NmsOptions {
-        iou_threshold: options.nms_iou.unwrap_or(f32::INFINITY),
-        score_threshold: f32::NEG_INFINITY,
-        max_detections: options.max_detections,
-        class_agnostic: false,
-    };
-    glint_core::detection::suppress_detections(found, &nms)
+    glint_core::detection::suppress_detections(found, &options.nms_options())
 }
 
 fn sigmoid(x: f32) -> f32 {

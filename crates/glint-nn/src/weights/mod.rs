@@ -243,9 +243,15 @@ pub fn load_safetensors<M: Module>(
     options: &LoadOptions,
 ) -> Result<M, WeightsError> {
     let path = path.as_ref();
+    apply_checkpoint(module, path, read_safetensors(path)?, options)
+}
+
+/// Every tensor of a `.safetensors` file, read lazily (data is loaded when applied), so that
+/// one read can fill several modules with [`apply_tensors`].
+pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<PackTensor>, WeightsError> {
+    let path = path.as_ref();
     let mut store = SafetensorsStore::from_file(path);
-    let tensors = store.get_all_tensors().map_err(|e| read_error(path, e))?.values().cloned().collect();
-    apply_checkpoint(module, path, tensors, options)
+    Ok(store.get_all_tensors().map_err(|e| read_error(path, e))?.values().cloned().collect())
 }
 
 /// Load a PyTorch `.pth` / `.pt` checkpoint (a pickled state dict, optionally inside the dict

@@ -33,17 +33,18 @@ impl VisionTokens {
     /// `[B, levels, 2]` valid fraction `(width, height)` of every level (1 when unpadded).
     pub fn valid_ratios(&self, device: &Device) -> Tensor<3> {
         let levels = self.spatial_shapes.len();
-        let data: Vec<f32> = self
-            .valid_sizes
-            .iter()
-            .flat_map(|sizes| {
-                sizes
-                    .iter()
-                    .zip(&self.spatial_shapes)
-                    .flat_map(|(&[vw, vh], &[h, w])| [vw as f32 / w as f32, vh as f32 / h as f32])
-            })
-            .collect();
+        let data: Vec<f32> =
+            (0..self.valid_sizes.len()).flat_map(|b| self.image_ratios(b)).flatten().collect();
         Tensor::from_data(TensorData::new(data, [self.valid_sizes.len(), levels, 2]), device)
+    }
+
+    /// Image `b`'s valid fraction `[width, height]` of every level.
+    fn image_ratios(&self, b: usize) -> Vec<[f32; 2]> {
+        self.valid_sizes[b]
+            .iter()
+            .zip(&self.spatial_shapes)
+            .map(|(&[vw, vh], &[h, w])| [vw as f32 / w as f32, vh as f32 / h as f32])
+            .collect()
     }
 
     /// The encoder's reference points `[B, S, levels, 2]`: every token's centre, normalised
@@ -52,12 +53,8 @@ impl VisionTokens {
         let levels = self.spatial_shapes.len();
         let tokens: usize = self.spatial_shapes.iter().map(|[h, w]| h * w).sum();
         let mut data = Vec::with_capacity(self.valid_sizes.len() * tokens * levels * 2);
-        for sizes in &self.valid_sizes {
-            let ratios: Vec<[f32; 2]> = sizes
-                .iter()
-                .zip(&self.spatial_shapes)
-                .map(|(&[vw, vh], &[h, w])| [vw as f32 / w as f32, vh as f32 / h as f32])
-                .collect();
+        for b in 0..self.valid_sizes.len() {
+            let ratios = self.image_ratios(b);
             for (level, &[h, w]) in self.spatial_shapes.iter().enumerate() {
                 let [rx, ry] = ratios[level];
                 for y in 0..h {

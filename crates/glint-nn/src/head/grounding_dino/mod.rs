@@ -282,30 +282,13 @@ impl GroundingDinoHead {
         Ok((tokens, projected))
     }
 
-    /// Run the head on every image's backbone maps and the text encoder's output: [`encode`]
-    /// then [`decode`].
+    /// Projections and the feature enhancer; [`decode`](Self::decode) finishes the head.
     ///
     /// - `maps[b]`: image `b`'s backbone maps `[1, C_k, h_k, w_k]`;
     /// - `text_hidden [B, L, text_hidden]`: the text encoder's last hidden state;
     /// - `text_padding [B, L]`: `true` for padding tokens;
     /// - `text_blocked [B, 1, L, L]`: `true` where token `i` may not attend to token `j`;
     /// - `position_ids [B, L]`: the tokens' position ids (as the text encoder got them).
-    ///
-    /// [`encode`]: Self::encode
-    /// [`decode`]: Self::decode
-    pub fn forward(
-        &self,
-        maps: &[Vec<Tensor<4>>],
-        text_hidden: Tensor<3>,
-        text_padding: Tensor<2, Bool>,
-        text_blocked: Tensor<4, Bool>,
-        position_ids: Tensor<2, Int>,
-    ) -> Result<HeadOutput, GroundingDinoError> {
-        let encoded = self.encode(maps, text_hidden, text_padding, text_blocked, position_ids)?;
-        self.decode(encoded)
-    }
-
-    /// Projections and the feature enhancer (arguments as [`forward`](Self::forward)).
     pub fn encode(
         &self,
         maps: &[Vec<Tensor<4>>],
