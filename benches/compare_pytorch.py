@@ -89,14 +89,26 @@ def parse_args(argv=None):
     p.add_argument("--prompt", default="cat . remote control . person .")
     p.add_argument("--batch", type=int, default=1, help="images per forward (the image repeated)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default cpu)")
+    p.add_argument("--dtype", choices=["f32", "f16"], default="f32", help="model precision (f16: cuda only)")
     p.add_argument("--runs", type=int, default=3, help="timed runs, after one warm-up")
     p.add_argument("--box-threshold", type=float, default=0.35)
     p.add_argument("--text-threshold", type=float, default=0.25)
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument(
+        "--glint",
+        type=Path,
+        help="also run this glint binary's `bench` on the same checkpoint, image, prompt, batch and "
+        "threads, and print both side by side with the ratio",
+    )
     p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)  # child process
     args = p.parse_args(argv)
     if args.batch < 1 or args.runs < 1 or args.threads < 1:
         p.error("--batch, --runs and --threads must be at least 1")
+    if args.dtype == "f16" and args.device != "cuda":
+        p.error("--dtype f16 needs --device cuda (half precision is not a CPU path of transformers)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device")
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
         if w < 1 or h < 1:
@@ -220,11 +232,21 @@ def prepare_image(args):
 # Measurement
 
 
-class StageTimer:
-    """Wall time of model stages, from forward pre-hooks (start) and forward hooks (end)."""
+def synchronize(device):
+    """Wait for queued GPU work, so host clocks measure it (a no-op on the CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
-    def __init__(self, model):
+
+class StageTimer:
+    """Wall time of model stages, from forward pre-hooks (start) and forward hooks (end).
+
+    On CUDA each hook waits for the queued work first, so a stage's time is its own.
+    """
+
+    def __init__(self, model, device):
         m = model.model
+        self.device = device
         self.times = {}
         self.handles = []
         self._span("backbone", m.backbone, m.backbone)
@@ -236,9 +258,11 @@ class StageTimer:
         start = {}
 
         def pre(module, inputs):
+            synchronize(self.device)
             start["t"] = time.perf_counter()
 
         def post(module, inputs, output):
+            synchronize(self.device)
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start.pop("t")
 
         self.handles.append(first.register_forward_pre_hook(pre))
@@ -253,11 +277,24 @@ class StageTimer:
             h.remove()
 
 
+def to_model(inputs, args):
+    """The processor's tensors on the model's device; pixels in the model's precision."""
+    dtype = torch.float16 if args.dtype == "f16" else torch.float32
+    moved = {}
+    for key, value in inputs.items():
+        value = value.to(args.device)
+        moved[key] = value.to(dtype) if value.is_floating_point() else value
+    return type(inputs)(moved) if hasattr(inputs, "data") else moved
+
+
 def run_once(model, processor, timer, images, prompts, sizes, args):
     t0 = time.perf_counter()
     inputs = processor(images=images, text=prompts, return_tensors="pt")
+    inputs = to_model(inputs, args)
+    synchronize(args.device)
     t1 = time.perf_counter()
     outputs = model(**inputs)
+    synchronize(args.device)
     t2 = time.perf_counter()
     results = processor.post_process_grounded_object_detection(
         outputs,
@@ -337,12 +374,15 @@ def main(argv=None):
     t = time.perf_counter()
     model, processor = load(directory)
     load_s = time.perf_counter() - t
+    model = model.to(args.device, torch.float16 if args.dtype == "f16" else torch.float32)
     mem_loaded = memory()
     img, image_path = prepare_image(args)
     images, prompts = [img] * args.batch, [args.prompt] * args.batch
     sizes = [(img.height, img.width)] * args.batch
 
-    timer = StageTimer(model)
+    timer = StageTimer(model, args.device)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     runs = []
     with torch.inference_mode():
         run_once(model, processor, timer, images, prompts, sizes, args)  # warm-up
@@ -351,6 +391,9 @@ def main(argv=None):
             runs.append(times)
     timer.remove()
     mem = memory()
+    if args.device == "cuda":
+        mem["cuda_peak_allocated"] = torch.cuda.max_memory_allocated()
+        mem["cuda_peak_reserved"] = torch.cuda.max_memory_reserved()
     load_avg_after = os.getloadavg()
 
     pv = inputs["pixel_values"]
@@ -370,6 +413,8 @@ def main(argv=None):
         "prompt": args.prompt,
         "batch": args.batch,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "dtype": args.dtype,
         "runs": args.runs,
         "box_threshold": args.box_threshold,
         "text_threshold": args.text_threshold,
@@ -392,6 +437,7 @@ def main(argv=None):
     print(
         f"image {image_path} ({img.width}x{img.height}, model input {pv.shape[-1]}x{pv.shape[-2]}), "
         f"batch {args.batch}, {report['text_tokens']} text tokens, {args.threads} threads, "
+        f"{report['device']} {args.dtype}, "
         f"{args.runs} runs after 1 warm-up"
     )
     print(f"{'stage':<12} {'median':>10} {'min':>10} {'max':>10}")
@@ -408,10 +454,48 @@ def main(argv=None):
         f"{' '.join(f'{v:.2f}' for v in load_avg_before)} before, "
         f"{' '.join(f'{v:.2f}' for v in load_avg_after)} after ({os.cpu_count()} CPUs)"
     )
+    if args.device == "cuda":
+        print(f"CUDA peak allocated {gib(mem['cuda_peak_allocated'])}, reserved {gib(mem['cuda_peak_reserved'])}")
+    if args.glint is not None:
+        report["glint"] = run_glint(args, directory, image_path)
+        print_side_by_side(report)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
+
+
+def run_glint(args, directory, image_path):
+    """`glint bench` on the same inputs; its JSON report. glint's device is the counterpart of
+    --device (cpu, or wgpu for cuda), and its threads are pinned to --threads cores on the CPU."""
+    out = SCRATCH / "glint-bench.json"
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    cmd = [str(args.glint), "bench", "--model", str(directory), "--image", str(image_path)]
+    cmd += ["--prompt", args.prompt, "--runs", str(args.runs), "--batch-size", str(args.batch)]
+    cmd += ["--device", "wgpu" if args.device == "cuda" else "cpu", "--precision", args.dtype, "--json", str(out)]
+    if args.device == "cpu" and args.threads < (os.cpu_count() or 1):
+        if shutil.which("taskset") is None:
+            raise SystemExit("--glint with fewer --threads than CPUs needs taskset (util-linux) to pin glint")
+        cmd = ["taskset", "-c", f"0-{args.threads - 1}"] + cmd
+    print("running", " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def print_side_by_side(report):
+    torch_stages = report["stages"]
+    glint_stages = {s["stage"]: s["median_ms"] / 1e3 for s in report["glint"]["stages"]}
+    rows = [(s, s) for s in ["preprocess", *STAGES, "postprocess"]] + [("end_to_end", "total")]
+    print(f"\n{'stage':<12} {'transformers':>13} {'glint':>10} {'glint/transformers':>19}")
+    for torch_key, glint_key in rows:
+        t, g = torch_stages[torch_key]["median_s"], glint_stages[glint_key]
+        ratio = f"{g / t:.2f}x" if t > 0 else "-"
+        print(f"{torch_key:<12} {t * 1e3:>11.1f}ms {g * 1e3:>8.1f}ms {ratio:>19}")
+    glint_rss = report["glint"].get("peak_rss_mb")
+    torch_rss = report["memory_bytes"]["peak_vmhwm"]
+    if glint_rss is not None and torch_rss:
+        print(f"{'peak RSS':<12} {torch_rss / 1e9:>11.2f}GB {glint_rss / 1e3:>8.2f}GB {glint_rss * 1e6 / torch_rss:>18.2f}x")
+    print("glint's text stage is the prompt's encoding, which it keeps after the first run (0 ms after it).")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -95,7 +97,13 @@ pub struct Detector {
     preprocess: PreprocessConfig,
     device: Device,
     dir: PathBuf,
+    /// Encoded prompts (`[1, tokens, hidden]` text-encoder features) by token ids: a prompt is
+    /// encoded once and reused for every image and batch after it.
+    encoded_prompts: Mutex<HashMap<Vec<u32>, Tensor<3>>>,
 }
+
+/// Prompts kept encoded; the cache starts over beyond this.
+const ENCODED_PROMPTS: usize = 64;
 
 impl Detector {
     /// Load from a checkpoint directory as transformers writes it, or from a Hugging Face repo
@@ -153,6 +161,7 @@ impl Detector {
             preprocess: PreprocessConfig::grounding_dino(),
             device: device.clone(),
             dir: source.to_path_buf(),
+            encoded_prompts: Mutex::default(),
         }
     }
 
@@ -236,13 +245,18 @@ impl Detector {
             let encoded = self.tokenizer.encode_prompt(&chunk.prompt).map_err(prompt_error)?;
             let ids = encoded.tokens.ids();
             let text = TextBatch::new(&vec![ids; images.len()], self.tokenizer.delimiter_ids(), &self.device);
+            let started = Instant::now();
+            let text_hidden = self.encoded_prompt(ids).repeat_dim(0, images.len());
             let output = match profile.as_deref_mut() {
                 Some(profile) => {
-                    let (output, times) = self.model.forward_timed(&tensors, &text)?;
+                    let _ = self.device.sync();
+                    profile.stages.text += started.elapsed();
+                    let mut times = StageTimes::default();
+                    let output = self.model.forward_with_text(&tensors, &text, text_hidden, Some(&mut times))?;
                     profile.add(&times);
                     output
                 }
-                None => self.model.forward(&tensors, &text)?,
+                None => self.model.forward_with_text(&tensors, &text, text_hidden, None)?,
             };
             let started = Instant::now();
             let logits = host(output.head.logits);
@@ -275,6 +289,21 @@ impl Detector {
         }
         let nms = options.nms_options();
         Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
+    }
+
+    /// The text encoder's features of one prompt (`[1, tokens, hidden]`), encoded once.
+    fn encoded_prompt(&self, ids: &[u32]) -> Tensor<3> {
+        let mut cache = self.encoded_prompts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(features) = cache.get(ids) {
+            return features.clone();
+        }
+        let text = TextBatch::new(&[ids], self.tokenizer.delimiter_ids(), &self.device);
+        let features = self.model.encode_text(&text);
+        if cache.len() >= ENCODED_PROMPTS {
+            cache.clear();
+        }
+        cache.insert(ids.to_vec(), features.clone());
+        features
     }
 
     fn image_tensor(&self, image: &PreprocessedImage) -> Tensor<3> {

@@ -27,6 +27,7 @@
 //! ```
 
 mod detector;
+pub mod device;
 
 pub use burn::tensor::Device;
 pub use detector::{Detector, DetectorError, GROUNDING_DINO_FILES, Profile};

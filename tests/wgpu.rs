@@ -1,4 +1,5 @@
-//! The wgpu path: the tiny Grounding DINO checkpoint gives the same detections on the GPU
+//! The wgpu path: the fused deformable-attention kernel equals the composed `grid_sample_2d`
+//! version, and the tiny Grounding DINO checkpoint gives the same detections on the GPU
 //! backend as on the CPU. In CI this runs on Mesa's lavapipe (software Vulkan, installed by
 //! `.ci/run`, which sets `GLINT_REQUIRE_WGPU=1`); elsewhere it runs when a wgpu adapter exists
 //! and is skipped with a message when none does.
@@ -9,23 +10,29 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::f16;
 use glint::core::prompt::Prompt;
 use glint::data::image_io::load_image;
+use glint::nn::attention::multi_scale_deformable_attention;
 use glint::nn::detector::DetectOptions;
+use glint::device::{DeviceChoice, Precision, open_device};
 use glint::{Detector, Device};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grounding_dino")
 }
 
+/// The wgpu device (set up once per process by `open_device`), or `None` with a message when
+/// this machine has no adapter and `GLINT_REQUIRE_WGPU` is not `1`.
 fn wgpu_device() -> Option<Device> {
-    match Device::wgpu_options().init() {
-        Ok(device) => Some(device),
+    match open_device(DeviceChoice::Wgpu, Precision::F32) {
+        Ok(opened) => Some(opened.device),
         Err(error) if std::env::var("GLINT_REQUIRE_WGPU").as_deref() != Ok("1") => {
-            eprintln!("skipped: no wgpu adapter ({error}); set GLINT_REQUIRE_WGPU=1 to make this a failure");
+            eprintln!("skipped: {error}; set GLINT_REQUIRE_WGPU=1 to make this a failure");
             None
         }
-        Err(error) => panic!("GLINT_REQUIRE_WGPU=1 but no wgpu adapter: {error}"),
+        Err(error) => panic!("GLINT_REQUIRE_WGPU=1 but {error}"),
     }
 }
 
@@ -52,5 +59,69 @@ fn wgpu_gives_the_same_detections_as_the_cpu() {
         for (a, b) in g.bbox.to_array().iter().zip(c.bbox.to_array()) {
             assert!((a - b).abs() <= 0.5, "box {:?} vs {:?}", g.bbox, c.bbox);
         }
+    }
+}
+
+#[test]
+fn the_fused_gpu_kernel_equals_the_composed_grid_sample_version() {
+    // The plain GPU device takes the fused CubeCL kernel; the CPU's autodiff device the composed
+    // `grid_sample_2d` version. Locations reach past the maps; 2 x 300 x 8 x 32 outputs span
+    // many workgroups. Both sum 12 f32 products per point in other orders: 1e-4 is ample.
+    // In f16 the locations themselves round to ~1e-3 of the map (a few hundredths of a pixel),
+    // and 48 terms are summed in f16: the relative L2 error is ~4e-3, bounded here by 1e-2; a
+    // wrong sampling convention moves the outputs by ~10%.
+    let Some(gpu) = wgpu_device() else { return };
+    let (batch, queries, heads, head_dim, points) = (2, 300, 8, 32, 4);
+    let shapes = [[19usize, 23usize], [10, 12], [5, 6]];
+    let seq: usize = shapes.iter().map(|[h, w]| h * w).sum();
+    let levels = shapes.len();
+    let cpu = Device::flex().autodiff();
+    let value = Tensor::<4>::random([batch, seq, heads, head_dim], Distribution::Normal(0.0, 1.0), &cpu);
+    let locations =
+        Tensor::<6>::random([batch, queries, heads, levels, points, 2], Distribution::Uniform(-0.2, 1.2), &cpu);
+    let weights =
+        Tensor::<5>::random([batch, queries, heads, levels, points], Distribution::Uniform(0.0, 1.0), &cpu);
+    let composed = multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), weights.clone())
+        .unwrap()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    assert!(composed.iter().any(|v| v.abs() > 0.1), "the reference is not all zeros");
+
+    for half in [false, true] {
+        let on_gpu = |data: TensorData| if half { data.convert::<f16>() } else { data };
+        let fused = multi_scale_deformable_attention(
+            Tensor::from_data(on_gpu(value.to_data()), &gpu),
+            &shapes,
+            Tensor::from_data(on_gpu(locations.to_data()), &gpu),
+            Tensor::from_data(on_gpu(weights.to_data()), &gpu),
+        )
+        .unwrap();
+        assert_eq!(fused.dims(), [batch, queries, heads * head_dim]);
+        let fused = fused.into_data().try_into_vec_as::<f32>().unwrap();
+        if half {
+            let error: f32 = fused.iter().zip(&composed).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f32 = composed.iter().map(|b| b * b).sum();
+            let relative = (error / norm).sqrt();
+            assert!(relative <= 1e-2, "f16: relative L2 error {relative}");
+        } else {
+            let worst = fused.iter().zip(&composed).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4, "f32: largest difference {worst}");
+        }
+    }
+}
+
+#[test]
+fn auto_takes_a_real_gpu_and_never_a_software_one() {
+    // CI has only Mesa's lavapipe, a CPU rasteriser: auto must stay on the CPU path there.
+    let Some(gpu) = wgpu_device() else { return };
+    let auto = open_device(DeviceChoice::Auto, Precision::F32).unwrap();
+    let real_gpu = gpu.identity().is_some_and(|id| id.physical.is_some());
+    if real_gpu {
+        assert_eq!(auto.device, gpu);
+        assert!(auto.description.starts_with("wgpu ("), "{}", auto.description);
+    } else {
+        assert_eq!(auto.device, Device::flex());
+        assert_eq!(auto.description, "cpu");
     }
 }

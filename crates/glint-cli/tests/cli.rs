@@ -3,8 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the CLI as a desktop session would: `--device auto` (the default) probes Vulkan, and
+/// Mesa's software driver (CI's lavapipe) complains on stderr when `XDG_RUNTIME_DIR` is unset.
 fn glint(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glint")).args(args).output().expect("the glint binary runs")
+    Command::new(env!("CARGO_BIN_EXE_glint"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .output()
+        .expect("the glint binary runs")
+}
+
+fn runtime_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        dir
+    })
+    .path()
 }
 
 fn fixture(relative: &str) -> PathBuf {
@@ -459,6 +475,20 @@ fn detect_reports_bad_input_in_one_line() {
         image.to_str().unwrap(),
     ]);
     assert_one_line_error(&output, "--box-threshold");
+
+    let output = glint(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "cat",
+        "--device",
+        "cpu",
+        "--precision",
+        "f16",
+        image.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "f16 precision needs a GPU");
 }
 
 /// A Hugging Face hub cache holding the tiny checkpoint as `glint-test/grounding-dino-tiny`,
@@ -498,6 +528,7 @@ fn detect_resolves_a_repo_id_through_the_hub_cache_offline() {
             .args(["--text-threshold", "0.01", "--json", "-", image.to_str().unwrap()])
             .env("HF_HUB_CACHE", cache)
             .env("HF_HUB_OFFLINE", "1")
+            .env("XDG_RUNTIME_DIR", runtime_dir())
             .output()
             .unwrap()
     };

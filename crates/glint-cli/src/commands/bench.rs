@@ -1,7 +1,7 @@
 //! `glint bench`: per-stage latency and peak memory of a detector on one image.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -11,7 +11,7 @@ use glint::nn::detector::DetectOptions;
 use glint::{Detector, Profile};
 use serde::Serialize;
 
-use super::detect::DeviceChoice;
+use super::device::DeviceArgs;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -24,9 +24,8 @@ pub struct BenchArgs {
     /// The prompt.
     #[arg(long, default_value = "cat . remote control . person .")]
     prompt: String,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Timed runs (after one untimed warm-up run).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -54,6 +53,9 @@ struct Report {
     width: u32,
     height: u32,
     device: String,
+    precision: String,
+    load_s: f64,
+    warm_up_s: f64,
     batch_size: usize,
     runs: usize,
     stages: Vec<Spread>,
@@ -66,16 +68,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--runs and --batch-size must be at least 1");
     }
     let prompt = Prompt::parse(&args.prompt).with_context(|| format!("prompt \"{}\"", args.prompt))?;
-    let device = args.device.device()?;
-    let detector = Detector::from_pretrained(&args.model, &device)?;
+    let device = args.device.open()?;
     let image = load_image(&args.image)?;
     let images = vec![image.clone(); args.batch_size];
     let options = DetectOptions::default();
 
+    // Progress goes to stderr as it happens: on a GPU the warm-up (kernel compilation) can take
+    // longer than the runs.
+    let started = Instant::now();
+    let detector = Detector::from_pretrained(&args.model, &device.device)?;
+    let load_s = started.elapsed().as_secs_f64();
+    eprintln!("loaded {} on {} in {load_s:.2} s", detector.dir().display(), device.description);
+    let started = Instant::now();
     detector.detect_batch(&images, &prompt, &options)?;
+    let warm_up_s = started.elapsed().as_secs_f64();
+    eprintln!("warm-up run: {warm_up_s:.2} s");
     let mut profiles: Vec<Profile> = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs {
+    for run in 1..=args.runs {
         let (_, profile) = detector.detect_profiled(&images, &prompt, &options)?;
+        eprintln!("run {run}/{}: {:.1} ms", args.runs, profile.total().as_secs_f64() * 1e3);
         profiles.push(profile);
     }
 
@@ -99,7 +110,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         image: args.image.clone(),
         width: image.width(),
         height: image.height(),
-        device: format!("{:?}", args.device).to_lowercase(),
+        device: device.description.clone(),
+        precision: format!("{:?}", device.precision).to_lowercase(),
+        load_s,
+        warm_up_s,
         batch_size: args.batch_size,
         runs: args.runs,
         images_per_second: if total_s > 0.0 { args.batch_size as f64 / total_s } else { 0.0 },
@@ -108,14 +122,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     println!(
-        "{} on {} ({}×{}), batch {}, {} runs, device {}",
+        "{} on {} ({}×{}), batch {}, {} runs, device {}, {}",
         report.model,
         report.image.display(),
         report.width,
         report.height,
         report.batch_size,
         report.runs,
-        report.device
+        report.device,
+        report.precision
     );
     println!("{:<12} {:>10} {:>10} {:>10}", "stage", "median ms", "min ms", "max ms");
     for s in &report.stages {

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use glint::core::detection::Detection;
 use glint::core::prompt::Prompt;
 use glint::data::annotate::{annotate, annotated_path, write_annotated};
 use glint::data::image_io::load_image;
 use glint::nn::detector::DetectOptions;
-use glint::{Detector, Device};
+use glint::Detector;
 use serde::Serialize;
+
+use super::device::DeviceArgs;
 
 #[derive(Args)]
 pub struct DetectArgs {
@@ -44,33 +46,11 @@ pub struct DetectArgs {
     /// Write annotated copies of the images into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Where to run: `cpu` (Burn's flex backend) or `wgpu` (GPU through Vulkan / Metal / DX12).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
-}
-
-/// The `--device` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// The CPU (Burn's flex backend).
-    Cpu,
-    /// A GPU through wgpu.
-    Wgpu,
-}
-
-impl DeviceChoice {
-    /// The Burn device, initialised (an absent GPU is an error here, not a panic later).
-    pub fn device(self) -> anyhow::Result<Device> {
-        match self {
-            DeviceChoice::Cpu => Ok(Device::flex()),
-            DeviceChoice::Wgpu => Device::wgpu_options()
-                .init()
-                .map_err(|e| anyhow::anyhow!("--device wgpu: no usable GPU adapter: {e}")),
-        }
-    }
 }
 
 /// One image's results, as written by `--json`.
@@ -114,10 +94,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
         max_detections: args.max_detections,
     };
 
-    let device = args.device.device()?;
+    let device = args.device.open()?;
     let started = Instant::now();
-    let detector = Detector::from_pretrained(&args.model, &device)?;
-    tracing::info!("loaded {} in {:.2?} on {:?}", detector.dir().display(), started.elapsed(), args.device);
+    let detector = Detector::from_pretrained(&args.model, &device.device)?;
+    tracing::info!("loaded {} in {:.2?} on {}", detector.dir().display(), started.elapsed(), device.description);
 
     let mut results: Vec<(PathBuf, u32, u32, Vec<Detection>)> = Vec::with_capacity(args.images.len());
     for (batch_paths, batch_outputs) in

@@ -1,4 +1,5 @@
 pub mod bench;
 pub mod data;
 pub mod detect;
+pub mod device;
 pub mod eval;

@@ -210,7 +210,38 @@ impl GroundingDino {
         images: &[Tensor<3>],
         text: &TextBatch,
     ) -> Result<GroundingDinoOutput, GroundingDinoError> {
-        self.run(images, text, None)
+        self.run(images, text, None, None)
+    }
+
+    /// The text encoder alone: `[batch, tokens, hidden]` BERT features of the prompts. Pass
+    /// them back with [`forward_with_text`](Self::forward_with_text) to run many images
+    /// against one prompt without encoding it again.
+    pub fn encode_text(&self, text: &TextBatch) -> Tensor<3> {
+        self.text_backbone.forward(
+            BertInput::new(text.input_ids.clone())
+                .with_attention_mask(BertAttentionMask::Full(text.allowed.clone()))
+                .with_position_ids(text.position_ids.clone()),
+        )
+    }
+
+    /// [`forward`](Self::forward) with the prompts already encoded by
+    /// [`encode_text`](Self::encode_text) (`text_hidden`: `[batch, tokens, hidden]`, one row per
+    /// image); with `times`, each stage is timed (the text stage is then zero).
+    pub fn forward_with_text(
+        &self,
+        images: &[Tensor<3>],
+        text: &TextBatch,
+        text_hidden: Tensor<3>,
+        times: Option<&mut StageTimes>,
+    ) -> Result<GroundingDinoOutput, GroundingDinoError> {
+        let expected = [text.input_ids.dims()[0], text.input_ids.dims()[1], self.config().text_config.hidden_size];
+        if text_hidden.dims() != expected {
+            return Err(GroundingDinoError::Input(format!(
+                "text features {:?} do not match the prompts: expected {expected:?}",
+                text_hidden.dims()
+            )));
+        }
+        self.run(images, text, Some(text_hidden), times)
     }
 
     /// [`forward`](Self::forward), timing each stage (the device is synchronised between
@@ -221,7 +252,7 @@ impl GroundingDino {
         text: &TextBatch,
     ) -> Result<(GroundingDinoOutput, StageTimes), GroundingDinoError> {
         let mut times = StageTimes::default();
-        let output = self.run(images, text, Some(&mut times))?;
+        let output = self.run(images, text, None, Some(&mut times))?;
         Ok((output, times))
     }
 
@@ -229,6 +260,7 @@ impl GroundingDino {
         &self,
         images: &[Tensor<3>],
         text: &TextBatch,
+        text_hidden: Option<Tensor<3>>,
         times: Option<&mut StageTimes>,
     ) -> Result<GroundingDinoOutput, GroundingDinoError> {
         let [batch, text_len] = text.input_ids.dims();
@@ -246,11 +278,7 @@ impl GroundingDino {
 
         let backbone_maps = self.backbone_maps(images)?;
         let backbone = lap.next();
-        let text_hidden = self.text_backbone.forward(
-            BertInput::new(text.input_ids.clone())
-                .with_attention_mask(BertAttentionMask::Full(text.allowed.clone()))
-                .with_position_ids(text.position_ids.clone()),
-        );
+        let text_hidden = text_hidden.unwrap_or_else(|| self.encode_text(text));
         let text_time = lap.next();
         let blocked = text.allowed.clone().bool_not().unsqueeze_dim::<4>(1);
         let encoded = self.head.encode(
