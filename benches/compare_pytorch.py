@@ -62,18 +62,10 @@ from PIL import Image, ImageDraw  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 # The processor is built and saved as the parity fixtures build and save it.
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
-from make_grounding_dino import build_processor, save_processor  # noqa: E402
+from make_grounding_dino import CHECKPOINT_FILES, build_processor, save_processor  # noqa: E402
 TINY = ROOT / "tests" / "fixtures" / "grounding_dino" / "tiny"
 DEFAULT_FULL_DIR = Path("/tmp/glint-bench/gdino-t-random")
 SCRATCH = Path("/tmp/glint-bench")
-CHECKPOINT_FILES = [
-    "config.json",
-    "model.safetensors",
-    "preprocessor_config.json",
-    "special_tokens_map.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-]
 STAGES = ["backbone", "text", "encoder", "decoder"]
 REPORTED = ["preprocess", "forward", *STAGES, "other", "postprocess", "end_to_end"]
 

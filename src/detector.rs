@@ -252,7 +252,8 @@ impl Detector {
                     let _ = self.device.sync();
                     profile.stages.text += started.elapsed();
                     let mut times = StageTimes::default();
-                    let output = self.model.forward_with_text(&tensors, &text, text_hidden, Some(&mut times))?;
+                    let output =
+                        self.model.forward_with_text(&tensors, &text, text_hidden, Some(&mut times))?;
                     profile.add(&times);
                     output
                 }

@@ -51,29 +51,24 @@ pub enum DeviceError {
 /// wgpu is set up once per process and shared by every call, and so is its precision: the first
 /// call that opens the GPU sets it, and asking for the other one later is an error.
 pub fn open_device(choice: DeviceChoice, precision: Precision) -> Result<OpenedDevice, DeviceError> {
-    let (mut device, description) = match choice {
-        DeviceChoice::Cpu => (Device::flex(), "cpu".to_string()),
-        DeviceChoice::Wgpu => {
-            let device = wgpu_device().map_err(DeviceError::NoAdapter)?;
-            let description = format!("wgpu ({})", adapter_name(&device));
-            (device, description)
-        }
+    let mut device = match choice {
+        DeviceChoice::Cpu => Device::flex(),
+        DeviceChoice::Wgpu => wgpu_device().map_err(DeviceError::NoAdapter)?,
         DeviceChoice::Auto => match wgpu_device() {
             // A software adapter has no card behind it, and is far slower than the CPU path.
-            Ok(device) if device.identity().is_some_and(|id| id.physical.is_some()) => {
-                let description = format!("wgpu ({})", adapter_name(&device));
-                (device, description)
-            }
-            _ => (Device::flex(), "cpu".to_string()),
+            Ok(device) if device.identity().is_some_and(|id| id.physical.is_some()) => device,
+            _ => Device::flex(),
         },
     };
-    if device == Device::flex() {
+    let description = if device == Device::flex() {
         if precision == Precision::F16 {
             return Err(DeviceError::HalfOnCpu);
         }
+        "cpu".to_string()
     } else {
         set_gpu_precision(&mut device, precision)?;
-    }
+        format!("wgpu ({})", adapter_name(&device))
+    };
     Ok(OpenedDevice { device, description, precision })
 }
 
@@ -85,7 +80,10 @@ fn set_gpu_precision(device: &mut Device, precision: Precision) -> Result<(), De
             Precision::F32 => FloatDType::F32,
             Precision::F16 => FloatDType::F16,
         };
-        device.configure(DeviceConfig::default().float_dtype(dtype)).map(|()| precision).map_err(|e| e.to_string())
+        device
+            .configure(DeviceConfig::default().float_dtype(dtype))
+            .map(|()| precision)
+            .map_err(|e| e.to_string())
     });
     match set {
         Ok(set) if *set == precision => Ok(()),
@@ -103,7 +101,8 @@ fn wgpu_device() -> Result<Device, String> {
     static WGPU: OnceLock<Result<Device, String>> = OnceLock::new();
     WGPU.get_or_init(|| {
         let options = Device::wgpu_options();
-        let options = if cfg!(target_os = "linux") { options.graphics_api(WgpuBackend::Vulkan) } else { options };
+        let options =
+            if cfg!(target_os = "linux") { options.graphics_api(WgpuBackend::Vulkan) } else { options };
         options.init().map_err(|e| e.to_string())
     })
     .clone()

@@ -10,13 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Distribution, Tensor, TensorData};
 use burn::tensor::f16;
+use burn::tensor::{Distribution, Tensor, TensorData};
 use glint::core::prompt::Prompt;
 use glint::data::image_io::load_image;
+use glint::device::{DeviceChoice, Precision, open_device};
 use glint::nn::attention::multi_scale_deformable_attention;
 use glint::nn::detector::DetectOptions;
-use glint::device::{DeviceChoice, Precision, open_device};
 use glint::{Detector, Device};
 
 fn fixtures() -> PathBuf {
@@ -77,15 +77,19 @@ fn the_fused_gpu_kernel_equals_the_composed_grid_sample_version() {
     let levels = shapes.len();
     let cpu = Device::flex().autodiff();
     let value = Tensor::<4>::random([batch, seq, heads, head_dim], Distribution::Normal(0.0, 1.0), &cpu);
-    let locations =
-        Tensor::<6>::random([batch, queries, heads, levels, points, 2], Distribution::Uniform(-0.2, 1.2), &cpu);
+    let locations = Tensor::<6>::random(
+        [batch, queries, heads, levels, points, 2],
+        Distribution::Uniform(-0.2, 1.2),
+        &cpu,
+    );
     let weights =
         Tensor::<5>::random([batch, queries, heads, levels, points], Distribution::Uniform(0.0, 1.0), &cpu);
-    let composed = multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), weights.clone())
-        .unwrap()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .unwrap();
+    let composed =
+        multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), weights.clone())
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
     assert!(composed.iter().any(|v| v.abs() > 0.1), "the reference is not all zeros");
 
     for half in [false, true] {

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use glint::Detector;
 use glint::core::detection::Detection;
 use glint::core::prompt::Prompt;
 use glint::data::annotate::{annotate, annotated_path, write_annotated};
 use glint::data::image_io::load_image;
 use glint::nn::detector::DetectOptions;
-use glint::Detector;
 use serde::Serialize;
 
 use super::device::DeviceArgs;
@@ -97,7 +97,12 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let started = Instant::now();
     let detector = Detector::from_pretrained(&args.model, &device.device)?;
-    tracing::info!("loaded {} in {:.2?} on {}", detector.dir().display(), started.elapsed(), device.description);
+    tracing::info!(
+        "loaded {} in {:.2?} on {}",
+        detector.dir().display(),
+        started.elapsed(),
+        device.description
+    );
 
     let mut results: Vec<(PathBuf, u32, u32, Vec<Detection>)> = Vec::with_capacity(args.images.len());
     for (batch_paths, batch_outputs) in

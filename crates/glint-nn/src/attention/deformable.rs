@@ -352,16 +352,17 @@ pub fn multi_scale_deformable_attention(
     }
 
     // On a plain GPU (CubeCL) device, one fused kernel; under autodiff, the composed version.
-    let (value, sampling_locations, attention_weights) = match super::deformable_gpu::fused_deformable_attention(
-        value,
-        spatial_shapes,
-        sampling_locations,
-        attention_weights,
-        &device,
-    ) {
-        Ok(output) => return Ok(output),
-        Err(inputs) => inputs,
-    };
+    let (value, sampling_locations, attention_weights) =
+        match super::deformable_gpu::fused_deformable_attention(
+            value,
+            spatial_shapes,
+            sampling_locations,
+            attention_weights,
+            &device,
+        ) {
+            Ok(output) => return Ok(output),
+            Err(inputs) => inputs,
+        };
 
     // grid_sample's coordinates: -1 and 1 are the outer edges of the border pixels.
     let grids = sampling_locations.mul_scalar(2.0).sub_scalar(1.0);

@@ -85,8 +85,16 @@ mod kernel {
                         + corner(value, value_base, token_stride, first_token, x0, y0 + 1, width, height)
                             * (one - fx)
                             * fy
-                        + corner(value, value_base, token_stride, first_token, x0 + 1, y0 + 1, width, height)
-                            * fx
+                        + corner(
+                            value,
+                            value_base,
+                            token_stride,
+                            first_token,
+                            x0 + 1,
+                            y0 + 1,
+                            width,
+                            height,
+                        ) * fx
                             * fy);
             }
         }

@@ -234,7 +234,8 @@ impl GroundingDino {
         text_hidden: Tensor<3>,
         times: Option<&mut StageTimes>,
     ) -> Result<GroundingDinoOutput, GroundingDinoError> {
-        let expected = [text.input_ids.dims()[0], text.input_ids.dims()[1], self.config().text_config.hidden_size];
+        let expected =
+            [text.input_ids.dims()[0], text.input_ids.dims()[1], self.config().text_config.hidden_size];
         if text_hidden.dims() != expected {
             return Err(GroundingDinoError::Input(format!(
                 "text features {:?} do not match the prompts: expected {expected:?}",
