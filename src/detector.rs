@@ -26,10 +26,13 @@ use glint_core::detection::{Detection, suppress_detections};
 use glint_core::prompt::{MAX_TEXT_LEN, Prompt, PromptError, TextTokenizer, chunk_prompt};
 use glint_data::error::DataError;
 use glint_data::hub::{HubError, HubOptions, resolve_model};
+use glint_data::preprocess::PREPROCESS_FILE;
 use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
+use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipError, GlipText};
 use glint_nn::detector::grounding_dino::detections;
 use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
 use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
+use glint_train::evaluate::glip_input;
 use image::RgbImage;
 
 /// The files a Grounding DINO checkpoint directory must hold.
@@ -61,6 +64,9 @@ pub enum DetectorError {
     /// The model refused its input.
     #[error(transparent)]
     Model(#[from] GroundingDinoError),
+    /// A GLIP model could not be loaded or refused its input.
+    #[error(transparent)]
+    Glip(#[from] GlipError),
 }
 
 /// Where the time of a detection went.
@@ -89,10 +95,17 @@ impl Profile {
     }
 }
 
-/// A Grounding DINO detector with its tokenizer and image preprocessing.
+/// The detectors glint runs.
+#[derive(Debug)]
+pub enum Model {
+    GroundingDino(GroundingDino),
+    Glip(Glip),
+}
+
+/// A detector (Grounding DINO or GLIP) with its tokenizer and image preprocessing.
 #[derive(Debug)]
 pub struct Detector {
-    model: GroundingDino,
+    model: Model,
     tokenizer: TextTokenizer,
     preprocess: PreprocessConfig,
     device: Device,
@@ -143,18 +156,30 @@ impl Detector {
         let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
         let model = GroundingDino::new(&config, device).map_err(build)?;
         let model = model.load_pth(path).map_err(GroundingDinoLoadError::from)?;
-        Ok(Self::new(model, tokenizer, device, path))
+        Ok(Self::new(Model::GroundingDino(model), tokenizer, device, path))
     }
 
     /// Load from a local checkpoint directory (`config.json`, `model.safetensors`,
-    /// `tokenizer.json`).
+    /// `tokenizer.json`): Grounding DINO as transformers writes it, or a GLIP model directory as
+    /// `glint train` writes it (its `config.json` says `"model_type": "glip"`; its preprocessing
+    /// is in `glint_preprocess.json`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, DetectorError> {
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
-        let model = GroundingDino::from_pretrained_dir(dir, device)?;
-        Ok(Self::new(model, tokenizer, device, dir))
+        if !is_glip_dir(dir) {
+            let model = GroundingDino::from_pretrained_dir(dir, device)?;
+            return Ok(Self::new(Model::GroundingDino(model), tokenizer, device, dir));
+        }
+        let model = Glip::from_dir(dir, device)?;
+        let mut detector = Self::new(Model::Glip(model), tokenizer, device, dir);
+        let path = dir.join(PREPROCESS_FILE);
+        let invalid = |message: String| DataError::format(&path, "", message);
+        let json = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        detector.preprocess = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
+        detector.preprocess.validate().map_err(|e| invalid(e.to_string()))?;
+        Ok(detector)
     }
 
-    fn new(model: GroundingDino, tokenizer: TextTokenizer, device: &Device, source: &Path) -> Self {
+    fn new(model: Model, tokenizer: TextTokenizer, device: &Device, source: &Path) -> Self {
         Self {
             model,
             tokenizer,
@@ -171,7 +196,7 @@ impl Detector {
     }
 
     /// The model.
-    pub fn model(&self) -> &GroundingDino {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
@@ -230,7 +255,11 @@ impl Detector {
         }
         let prompt_error =
             |source| DetectorError::Prompt { context: format!("prompt \"{}\"", prompt.caption()), source };
-        let max_tokens = self.model.config().max_text_len.min(MAX_TEXT_LEN);
+        let model = match &self.model {
+            Model::GroundingDino(model) => model,
+            Model::Glip(model) => return self.run_glip(model, images, prompt, options, profile),
+        };
+        let max_tokens = model.config().max_text_len.min(MAX_TEXT_LEN);
         let chunks = chunk_prompt(prompt, &self.tokenizer, max_tokens).map_err(prompt_error)?;
         let started = Instant::now();
         let preprocessed =
@@ -252,12 +281,11 @@ impl Detector {
                     let _ = self.device.sync();
                     profile.stages.text += started.elapsed();
                     let mut times = StageTimes::default();
-                    let output =
-                        self.model.forward_with_text(&tensors, &text, text_hidden, Some(&mut times))?;
+                    let output = model.forward_with_text(&tensors, &text, text_hidden, Some(&mut times))?;
                     profile.add(&times);
                     output
                 }
-                None => self.model.forward_with_text(&tensors, &text, text_hidden, None)?,
+                None => model.forward_with_text(&tensors, &text, text_hidden, None)?,
             };
             let started = Instant::now();
             let logits = host(output.head.logits);
@@ -292,14 +320,88 @@ impl Detector {
         Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
     }
 
+    /// GLIP's detections: the prompt in chunks of at most the model's tokens; a box is kept when
+    /// its score (GLIP's `sqrt(phrase probability × centerness)`) is above `box_threshold`;
+    /// per-phrase NMS at `nms_iou` (GLIP's 0.6 when unset).
+    fn run_glip(
+        &self,
+        model: &Glip,
+        images: &[RgbImage],
+        prompt: &Prompt,
+        options: &DetectOptions,
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<Vec<Detection>>, DetectorError> {
+        let prompt_error =
+            |source| DetectorError::Prompt { context: format!("prompt \"{}\"", prompt.caption()), source };
+        let chunks =
+            chunk_prompt(prompt, &self.tokenizer, model.config.max_text_len).map_err(prompt_error)?;
+        let glip_options = GlipDetectOptions {
+            score_threshold: options.box_threshold,
+            nms_iou: options.nms_iou.unwrap_or(GlipDetectOptions::default().nms_iou),
+            max_detections: options.max_detections,
+            ..GlipDetectOptions::default()
+        };
+        let mut timer = Timer::new(&self.device);
+        let preprocessed =
+            images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
+        let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), &self.device)?;
+        let preprocess_time = timer.lap();
+        let levels = model.fpn.forward(model.backbone.forward(pixels));
+        let backbone_time = timer.lap();
+        let mut found: Vec<Vec<Detection>> = vec![Vec::new(); images.len()];
+        let (mut text_time, mut head_time, mut post_time) = Default::default();
+        for chunk in chunks.chunks() {
+            let encoded = self.tokenizer.encode_prompt(&chunk.prompt).map_err(prompt_error)?;
+            let ids = encoded.tokens.ids();
+            let text = GlipText::new(&vec![ids; images.len()], &self.device);
+            let features = self.encoded_prompt(ids).repeat_dim(0, images.len());
+            text_time += timer.lap();
+            let output =
+                model.head.forward(levels.clone(), features, text.padding).map_err(GlipError::from)?;
+            head_time += timer.lap();
+            let per_image = model.detections(
+                &output,
+                &frames,
+                ids,
+                &encoded.positive_map,
+                chunk.prompt.phrases(),
+                &glip_options,
+            );
+            for (all, detections) in found.iter_mut().zip(per_image) {
+                all.extend(detections.into_iter().map(|mut d| {
+                    d.phrase_index =
+                        chunk.phrase_indices.get(d.phrase_index).copied().unwrap_or(d.phrase_index);
+                    d
+                }));
+            }
+            post_time += timer.lap();
+        }
+        if let Some(profile) = profile.as_deref_mut() {
+            profile.preprocess += preprocess_time;
+            profile.stages.backbone += backbone_time;
+            profile.stages.text += text_time;
+            profile.stages.encoder += head_time;
+            profile.postprocess += post_time;
+        }
+        if chunks.len() == 1 {
+            return Ok(found);
+        }
+        let nms = options.nms_options();
+        Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
+    }
+
     /// The text encoder's features of one prompt (`[1, tokens, hidden]`), encoded once.
     fn encoded_prompt(&self, ids: &[u32]) -> Tensor<3> {
         let mut cache = self.encoded_prompts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(features) = cache.get(ids) {
             return features.clone();
         }
-        let text = TextBatch::new(&[ids], self.tokenizer.delimiter_ids(), &self.device);
-        let features = self.model.encode_text(&text);
+        let features = match &self.model {
+            Model::GroundingDino(model) => {
+                model.encode_text(&TextBatch::new(&[ids], self.tokenizer.delimiter_ids(), &self.device))
+            }
+            Model::Glip(model) => model.encode_text(&GlipText::new(&[ids], &self.device)),
+        };
         if cache.len() >= ENCODED_PROMPTS {
             cache.clear();
         }
@@ -310,6 +412,38 @@ impl Detector {
     fn image_tensor(&self, image: &PreprocessedImage) -> Tensor<3> {
         let t = &image.tensor;
         Tensor::from_data(TensorData::new(t.data.clone(), [3, t.height, t.width]), &self.device)
+    }
+}
+
+/// Whether `dir` holds a GLIP model (its `config.json` says `"model_type": "glip"`).
+fn is_glip_dir(dir: &Path) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ModelType {
+        model_type: Option<String>,
+    }
+    std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<ModelType>(&json).ok())
+        .is_some_and(|c| c.model_type.as_deref() == Some("glip"))
+}
+
+/// Wall time between laps, each ending when the device has finished its queued work.
+struct Timer<'a> {
+    device: &'a Device,
+    last: Instant,
+}
+
+impl<'a> Timer<'a> {
+    fn new(device: &'a Device) -> Self {
+        Self { device, last: Instant::now() }
+    }
+
+    fn lap(&mut self) -> Duration {
+        let _ = self.device.sync();
+        let now = Instant::now();
+        let lap = now - self.last;
+        self.last = now;
+        lap
     }
 }
 

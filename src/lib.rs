@@ -3,8 +3,9 @@
 //! A prompt is a list of phrases; a detector scores each region against the prompt's tokens, and
 //! the positive map turns token scores into phrase scores. The crates behind glint are
 //! re-exported: [`core`] (geometry, prompts and positive maps, detections, COCO evaluation),
-//! [`data`] (datasets, the synthetic set, image decoding and preprocessing, transforms) and
-//! [`nn`] (the neural stages on Burn, and checkpoint loading).
+//! [`data`] (datasets, the synthetic set, image decoding and preprocessing, transforms),
+//! [`nn`] (the neural stages on Burn, and checkpoint loading) and [`train`] (training GLIP,
+//! checkpoints, evaluation).
 //!
 //! ```
 //! use glint::core::prompt::{PhraseReduction, Prompt, TextTokenizer, phrase_scores};
@@ -30,7 +31,8 @@ mod detector;
 pub mod device;
 
 pub use burn::tensor::Device;
-pub use detector::{Detector, DetectorError, GROUNDING_DINO_FILES, Profile};
+pub use detector::{Detector, DetectorError, GROUNDING_DINO_FILES, Model, Profile};
 pub use glint_core as core;
 pub use glint_data as data;
 pub use glint_nn as nn;
+pub use glint_train as train;

@@ -129,3 +129,53 @@ fn auto_takes_a_real_gpu_and_never_a_software_one() {
         assert_eq!(auto.description, "cpu");
     }
 }
+
+/// `glint train` on the GPU: from the same initial weights and the same batches, the first
+/// steps' losses follow the CPU's (within 1e-3 relative: the GPU sums in other orders, and
+/// each step's update carries the difference forward).
+#[test]
+fn training_on_wgpu_follows_the_cpu_loss_curve() {
+    use glint::nn::detector::glip::GlipConfig;
+    use glint::train::config::DataSource;
+    use glint::train::{RunOptions, TrainConfig, train};
+
+    let Some(gpu) = wgpu_device() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = dir.path().join("shapes");
+    let synth = glint::data::synth::SynthConfig {
+        images: 4,
+        image_size: 64,
+        max_distractors: 0,
+        ..Default::default()
+    };
+    glint::data::synth::generate(&synth, &shapes, |_| {}).unwrap();
+    let initial = dir.path().join("initial");
+    let model = GlipConfig::tiny().init(&Device::flex()).unwrap();
+    model.save_dir(&initial).unwrap();
+    let mut config = TrainConfig {
+        model: GlipConfig::tiny(),
+        tokenizer: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
+        init_from: Some(initial),
+        batch_size: 2,
+        steps: 3,
+        ..TrainConfig::default()
+    };
+    config.data.train = vec![DataSource::Synth { dir: shapes, synth, split: "train".into(), weight: 1.0 }];
+    config.transforms.scales = vec![64];
+    config.transforms.crop_prob = 0.0;
+    config.optimizer.lr = 1e-3;
+    let run = |device: Device, name: &str| {
+        let options = RunOptions {
+            out: dir.path().join(name),
+            resume: false,
+            device: device.autodiff(),
+            stop_after: None,
+        };
+        train(&config, &options, |_| {}).unwrap().losses
+    };
+    let on_cpu = run(Device::flex(), "cpu");
+    let on_gpu = run(gpu, "gpu");
+    for (step, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
+        assert!((c - g).abs() <= 1e-3 * c.abs().max(1.0), "step {}: cpu {c}, gpu {g}", step + 1);
+    }
+}

@@ -31,11 +31,22 @@ enum Command {
     /// Make and inspect datasets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
-    /// COCO bbox evaluation of a results file against ground truth (pycocotools numbers).
+    /// COCO bbox evaluation (pycocotools numbers) of a results file, or of a model run on the
+    /// ground truth's images.
     Eval(commands::eval::EvalArgs),
+    /// Train a GLIP model from a TOML config (checkpoints, --resume, evaluation).
+    Train(commands::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
+    // Burn materialises some state (a resumed optimiser's) on its default device, which is a GPU
+    // when the wgpu backend is compiled in; on a machine without one that would fail. Our own
+    // tensors always name their device, so the default can be the CPU. Set before any thread
+    // exists, as `set_var` requires.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: single-threaded here (nothing has been spawned yet).
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     restore_default_sigpipe();
     keep_freed_memory();
     let cli = Cli::parse();
@@ -45,6 +56,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Data(command) => commands::data::run(command),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Train(args) => commands::train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

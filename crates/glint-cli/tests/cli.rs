@@ -198,11 +198,11 @@ fn help_lists_the_commands() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("--seed"));
 }
 
-/// The README's first command: the synthetic set of seed 0 and the shipped demo detections
-/// (`datasets/demo/make_dets.py`) must still belong together, and the numbers must stay
-/// pycocotools' (AP and AP50 measured with pycocotools 2.0.11 on the same two files).
+/// `glint eval` on a realistic results file: the synthetic set of seed 0 and the shipped demo
+/// detections (`datasets/demo/make_dets.py`) must still belong together, and the numbers must
+/// stay pycocotools' (AP and AP50 measured with pycocotools 2.0.11 on the same two files).
 #[test]
-fn readme_main_command_evaluates_the_demo_detections() {
+fn eval_gives_pycocotools_numbers_on_the_demo_detections() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shapes");
     let output = glint(&["data", "synth", "--out", out.to_str().unwrap(), "--images", "200", "--seed", "0"]);

@@ -32,6 +32,9 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// allocate gigabytes before anything else failed.
 pub const MAX_SIDE: u32 = 16384;
 
+/// The file of a glint-trained model directory that holds its [`PreprocessConfig`] (JSON).
+pub const PREPROCESS_FILE: &str = "glint_preprocess.json";
+
 /// An image size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImageSize {

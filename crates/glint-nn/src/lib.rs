@@ -17,6 +17,8 @@ pub mod detector;
 pub mod fusion;
 /// Detection heads (Grounding DINO) from backbone maps and text features to logits and boxes.
 pub mod head;
+/// Detection losses (focal, GIoU, BCE) and GLIP's ATSS assignment and loss.
+pub mod loss;
 /// Text encoders (BERT) turning prompt tokens into per-token features.
 pub mod text;
 /// Checkpoint loading (safetensors / `.pth`) with prefix selection, key remapping and full mismatch reports.

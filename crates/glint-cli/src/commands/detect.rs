@@ -18,8 +18,10 @@ use super::device::DeviceArgs;
 
 #[derive(Args)]
 pub struct DetectArgs {
-    /// A checkpoint directory (config.json, model.safetensors, tokenizer.json) or a Hugging Face
-    /// repo id such as IDEA-Research/grounding-dino-tiny (from the hub cache; offline with HF_HUB_OFFLINE=1).
+    /// A checkpoint directory (config.json, model.safetensors, tokenizer.json): Grounding DINO as
+    /// transformers writes it, or a GLIP model that `glint train` wrote (models/glip-shapes-nano
+    /// ships with glint); or a Hugging Face repo id such as IDEA-Research/grounding-dino-tiny
+    /// (from the hub cache; offline with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "DIR_OR_REPO_ID")]
     model: String,
     /// What to find: phrases separated by " . ", e.g. "cat . remote control .".
@@ -28,13 +30,15 @@ pub struct DetectArgs {
     /// Images to search.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
-    /// Keep a box when its best token probability is above this.
+    /// Keep a box when its best token probability is above this (GLIP: when its score,
+    /// sqrt(phrase probability × centerness), is).
     #[arg(long, default_value_t = 0.35)]
     box_threshold: f32,
-    /// ... and its best phrase's probability is above this.
+    /// ... and its best phrase's probability is above this (Grounding DINO only).
     #[arg(long, default_value_t = 0.25)]
     text_threshold: f32,
-    /// Per-phrase non-maximum suppression at this IoU (none by default, as the reference).
+    /// Per-phrase non-maximum suppression at this IoU (Grounding DINO: none by default, as the
+    /// reference; GLIP: 0.6).
     #[arg(long, value_name = "IOU")]
     nms_iou: Option<f32>,
     /// At most this many detections per image.

@@ -1,13 +1,19 @@
-//! `glint eval`: COCO bbox evaluation.
+//! `glint eval`: COCO bbox evaluation of a results file, or of a model run on the ground
+//! truth's images.
 
-use std::path::PathBuf;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
-use glint_core::eval::evaluate_bbox;
+use glint::Detector;
+use glint::nn::detector::DetectOptions;
+use glint::train::TrainError;
+use glint::train::evaluate::evaluate_with;
+use glint_core::eval::{EvalReport, evaluate_bbox};
+use glint_data::coco::load_coco;
+
+use super::device::DeviceArgs;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -15,8 +21,20 @@ pub struct EvalArgs {
     #[arg(long, value_name = "GT.json")]
     gt: PathBuf,
     /// Detections: a COCO results json, a list of {image_id, category_id, bbox: [x, y, w, h], score}.
-    #[arg(long, value_name = "DETS.json")]
-    dets: PathBuf,
+    #[arg(long, value_name = "DETS.json", conflicts_with = "model", required_unless_present = "model")]
+    dets: Option<PathBuf>,
+    /// Or a model to run on the ground truth's images, prompted with all its categories: a
+    /// GLIP model directory (glint train) or a Grounding DINO checkpoint (as for `glint detect`).
+    #[arg(long, value_name = "DIR_OR_REPO_ID", requires = "images")]
+    model: Option<String>,
+    /// Where the ground truth's `file_name`s are (with --model).
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Images per forward pass (with --model).
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Also write the numbers as JSON (the 12 COCO metrics and per-category AP); `-` for stdout.
     #[arg(long, value_name = "OUT.json")]
     json: Option<PathBuf>,
@@ -24,14 +42,18 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(out) = args.json.as_deref().filter(|p| p.as_os_str() != "-") {
-        for input in [&args.gt, &args.dets] {
+        for input in std::iter::once(&args.gt).chain(&args.dets) {
             if same_file(out, input) {
                 anyhow::bail!("{}: --json would overwrite an input file; choose another path", out.display());
             }
         }
     }
     let started = Instant::now();
-    let report = evaluate_bbox(&args.gt, &args.dets)?;
+    let report = match (&args.dets, &args.model, &args.images) {
+        (Some(dets), _, _) => evaluate_bbox(&args.gt, dets)?,
+        (None, Some(model), Some(images)) => evaluate_model(&args, model, images)?,
+        _ => bail!("give --dets, or --model with --images"),
+    };
     tracing::info!(
         "evaluated {} detections on {} images in {:.2?}",
         report.detections,
@@ -50,6 +72,30 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     print!("{}", report.table());
     Ok(())
+}
+
+/// Run `model` on every ground-truth image (all categories as the prompt, no score threshold,
+/// the 100 best boxes per image as COCO's AP counts) and evaluate its detections.
+fn evaluate_model(args: &EvalArgs, model: &str, images: &Path) -> anyhow::Result<EvalReport> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let dataset = load_coco(&args.gt, images)?;
+    let device = args.device.open()?;
+    let detector = Detector::from_pretrained(model, &device.device)?;
+    let options =
+        DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 100 };
+    let total = dataset.samples.len();
+    let report = evaluate_with(
+        &dataset,
+        &args.gt,
+        args.batch_size,
+        |images, prompt| {
+            detector.detect_batch(images, prompt, &options).map_err(|e| TrainError::Detection(e.to_string()))
+        },
+        |done| tracing::info!("{done}/{total} images"),
+    );
+    Ok(report?)
 }
 
 /// True when both paths name one existing file (compared after resolving links and `..`).

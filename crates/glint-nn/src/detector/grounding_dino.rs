@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use glint_core::detection::Detection;
 use glint_core::geometry::{BoxCxcywh, NmsOptions};
 use glint_core::prompt::{PositiveMap, best_phrase, sub_sentence_mask};
@@ -20,7 +20,7 @@ use crate::backbone::{GROUNDING_DINO_SWIN_PREFIX, SwinBackbone, swin_load_option
 use crate::head::grounding_dino::{
     GroundingDinoConfig, GroundingDinoConfigError, GroundingDinoError, GroundingDinoHead, HeadOutput,
 };
-use crate::text::bert::sub_sentence_tensors;
+use crate::text::bert::{padded_ids, sub_sentence_tensors};
 use crate::text::{Bert, BertAttentionMask, BertInput, hf_load_options};
 use crate::weights::idea::IdeaCheckpoint;
 use crate::weights::{LoadOptions, Mismatch, WeightsError, apply_tensors, read_safetensors};
@@ -48,21 +48,10 @@ impl TextBatch {
     /// Build from each prompt's ids (`[CLS] ... [SEP]`) and the delimiter ids that separate
     /// phrases (`[CLS]`, `[SEP]`, `.`, `?`: [`glint_core::prompt::TextTokenizer::delimiter_ids`]).
     pub fn new(ids: &[&[u32]], delimiters: &[u32], device: &Device) -> Self {
-        let len = ids.iter().map(|ids| ids.len()).max().unwrap_or(0);
         let masks: Vec<_> = ids.iter().map(|ids| sub_sentence_mask(ids, delimiters)).collect();
         let (allowed, position_ids) = sub_sentence_tensors(&masks, device);
-        let padded: Vec<i64> = ids
-            .iter()
-            .flat_map(|ids| (0..len).map(move |j| ids.get(j).map_or(0, |&id| i64::from(id))))
-            .collect();
-        let padding: Vec<bool> = ids.iter().flat_map(|ids| (0..len).map(move |j| j >= ids.len())).collect();
-        Self {
-            input_ids: Tensor::from_data(TensorData::new(padded, [ids.len(), len]), device),
-            padding: Tensor::from_data(TensorData::new(padding, [ids.len(), len]), device),
-            allowed,
-            position_ids,
-            lengths: ids.iter().map(|ids| ids.len()).collect(),
-        }
+        let (input_ids, padding) = padded_ids(ids, device);
+        Self { input_ids, padding, allowed, position_ids, lengths: ids.iter().map(|ids| ids.len()).collect() }
     }
 }
 

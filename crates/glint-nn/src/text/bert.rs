@@ -210,7 +210,6 @@ impl BertConfig {
         if let Err(message) = self.check() {
             panic!("invalid BertConfig: {message}");
         }
-        let activation = Activation::from_hf_name(&self.hidden_act).unwrap_or(Activation::Gelu);
         let h = self.hidden_size;
         let norm = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
         let hidden_dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
@@ -221,34 +220,41 @@ impl BertConfig {
             layer_norm: norm(),
             dropout: hidden_dropout(),
         };
-        let layer = (0..self.num_hidden_layers)
-            .map(|_| BertLayer {
-                attention: BertAttention {
-                    self_attention: BertSelfAttention {
-                        query: LinearConfig::new(h, h).init(device),
-                        key: LinearConfig::new(h, h).init(device),
-                        value: LinearConfig::new(h, h).init(device),
-                        dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
-                        num_heads: self.num_attention_heads,
-                    },
-                    output: BertOutput {
-                        dense: LinearConfig::new(h, h).init(device),
-                        layer_norm: norm(),
-                        dropout: hidden_dropout(),
-                    },
-                },
-                intermediate: BertIntermediate {
-                    dense: LinearConfig::new(h, self.intermediate_size).init(device),
-                    activation,
+        let layer = (0..self.num_hidden_layers).map(|_| self.init_layer(device)).collect();
+        Bert { embeddings, encoder: BertEncoder { layer } }
+    }
+
+    /// One encoder layer with random weights (GLIP's language path reuses it in its head).
+    pub fn init_layer(&self, device: &Device) -> BertLayer {
+        let activation = Activation::from_hf_name(&self.hidden_act).unwrap_or(Activation::Gelu);
+        let h = self.hidden_size;
+        let norm = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let hidden_dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        BertLayer {
+            attention: BertAttention {
+                self_attention: BertSelfAttention {
+                    query: LinearConfig::new(h, h).init(device),
+                    key: LinearConfig::new(h, h).init(device),
+                    value: LinearConfig::new(h, h).init(device),
+                    dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                    num_heads: self.num_attention_heads,
                 },
                 output: BertOutput {
-                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
+                    dense: LinearConfig::new(h, h).init(device),
                     layer_norm: norm(),
                     dropout: hidden_dropout(),
                 },
-            })
-            .collect();
-        Bert { embeddings, encoder: BertEncoder { layer } }
+            },
+            intermediate: BertIntermediate {
+                dense: LinearConfig::new(h, self.intermediate_size).init(device),
+                activation,
+            },
+            output: BertOutput {
+                dense: LinearConfig::new(self.intermediate_size, h).init(device),
+                layer_norm: norm(),
+                dropout: hidden_dropout(),
+            },
+        }
     }
 }
 
@@ -278,12 +284,25 @@ impl BertAttentionMask {
     }
 
     /// The `[B, 1, L, L]` mask of positions that must NOT be attended.
-    fn blocked(self, batch: usize, len: usize) -> Tensor<4, Bool> {
+    pub fn blocked(self, batch: usize, len: usize) -> Tensor<4, Bool> {
         match self {
             Self::Padding(mask) => mask.bool_not().reshape([batch, 1, 1, len]).expand([batch, 1, len, len]),
             Self::Full(mask) => mask.bool_not().reshape([batch, 1, len, len]),
         }
     }
+}
+
+/// Token id sequences as one `[B, L]` batch padded with id 0 (`L` the longest, at least 1), and
+/// its `[B, L]` padding mask (`true` = padding).
+pub fn padded_ids(ids: &[&[u32]], device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>) {
+    let len = ids.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
+    let padded: Vec<i64> =
+        ids.iter().flat_map(|ids| (0..len).map(move |j| ids.get(j).map_or(0, |&id| i64::from(id)))).collect();
+    let padding: Vec<bool> = ids.iter().flat_map(|ids| (0..len).map(move |j| j >= ids.len())).collect();
+    (
+        Tensor::from_data(TensorData::new(padded, [ids.len(), len]), device),
+        Tensor::from_data(TensorData::new(padding, [ids.len(), len]), device),
+    )
 }
 
 /// The tensors of [`BertAttentionMask::from_text_masks`]: `[B, L, L]` (`true` = may attend) and

@@ -2,4 +2,4 @@
 
 pub mod bert;
 
-pub use bert::{Bert, BertAttentionMask, BertConfig, BertConfigError, BertInput, hf_load_options};
+pub use bert::{Bert, BertAttentionMask, BertConfig, BertConfigError, BertInput, BertLayer, hf_load_options};

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyError, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter,
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use burn::tensor::{Bool, DType, Int, Tensor};
 
@@ -221,6 +221,14 @@ pub enum WeightsError {
     /// The checkpoint's tensors do not fit the module; every problem is listed.
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
+    /// The weights could not be written.
+    #[error("cannot write checkpoint {}: {message}", path.display())]
+    Write {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl WeightsError {
@@ -501,4 +509,19 @@ impl ModuleVisitor for ParamCollector {
     fn visit_bool<const D: usize>(&mut self, _param: &Param<Tensor<D, Bool>>) {
         self.record();
     }
+}
+
+/// Write every parameter of `module` to a `.safetensors` file in PyTorch layout (`Linear`
+/// weights `[out, in]`, normalisation `weight` / `bias`), the layout [`load_safetensors`] reads.
+/// The file is replaced atomically: a crash leaves the old file or the new one, never half of one.
+pub fn save_safetensors<M: Module>(module: &M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    module.save_into(&mut store).map_err(|e| write_error(path, e))?;
+    let bytes = store.get_bytes().map_err(|e| write_error(path, e))?;
+    glint_core::io::write_atomic(path, &bytes).map_err(|e| write_error(path, e))
+}
+
+fn write_error(path: &Path, e: impl fmt::Display) -> WeightsError {
+    WeightsError::Write { path: path.to_path_buf(), message: e.to_string() }
 }

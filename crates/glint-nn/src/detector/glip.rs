@@ -1,0 +1,426 @@
+//! GLIP, assembled: backbone → FPN (P3–P7) → VL-DyHead with BERT tokens → per-anchor alignment
+//! logits, box deltas and centerness; and the post-processing that turns them into detections.
+//!
+//! A GLIP model directory (what `glint train` writes) holds `config.json` ([`GlipConfig`]),
+//! `model.safetensors` (PyTorch layout, see [`crate::weights::save_safetensors`]) and the
+//! tokenizer (`tokenizer.json`); the image preprocessing is the caller's (glint-data).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Int, Tensor};
+use glint_core::detection::Detection;
+use glint_core::geometry::{BoxXyxy, NmsOptions};
+use glint_core::prompt::{PhraseReduction, PositiveMap, phrase_scores};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::fpn::{Fpn, fpn};
+use crate::backbone::poolformer::{PoolFormer, PoolFormerConfig};
+use crate::fusion::FusionError;
+use crate::head::glip::anchors::{anchors, boxes_tensor, decode_boxes};
+use crate::head::glip::{GlipHead, GlipHeadConfig, GlipHeadOutput};
+use crate::text::bert::padded_ids;
+use crate::text::{Bert, BertAttentionMask, BertConfig, BertInput};
+use crate::weights::{LoadOptions, WeightsError, load_safetensors, save_safetensors};
+
+/// The image backbone of a GLIP model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GlipBackboneConfig {
+    PoolFormer(PoolFormerConfig),
+}
+
+impl Default for GlipBackboneConfig {
+    fn default() -> Self {
+        Self::PoolFormer(PoolFormerConfig::default())
+    }
+}
+
+/// Everything that defines a GLIP model (`config.json` of a GLIP model directory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GlipConfig {
+    /// `"glip"`: tells a GLIP directory from a Grounding DINO one.
+    pub model_type: String,
+    pub backbone: GlipBackboneConfig,
+    /// Width of every pyramid level.
+    pub fpn_channels: usize,
+    pub text: BertConfig,
+    pub head: GlipHeadConfig,
+    /// Anchor side as a multiple of its level's stride (GLIP: 8).
+    pub anchor_scale: f32,
+    /// Longest prompt in tokens (GLIP: 256).
+    pub max_text_len: usize,
+    /// How a phrase's score is made from its tokens' (GLIP averages them).
+    pub phrase_reduction: PhraseReduction,
+}
+
+impl Default for GlipConfig {
+    fn default() -> Self {
+        Self {
+            model_type: "glip".to_string(),
+            backbone: GlipBackboneConfig::default(),
+            fpn_channels: 256,
+            text: BertConfig::default(),
+            head: GlipHeadConfig::default(),
+            anchor_scale: 8.0,
+            max_text_len: 256,
+            phrase_reduction: PhraseReduction::Mean,
+        }
+    }
+}
+
+/// A GLIP model directory or config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GlipError {
+    #[error("cannot read GLIP config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("invalid GLIP config: {0}")]
+    Invalid(String),
+    #[error("cannot write GLIP model {}: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Fusion(#[from] FusionError),
+}
+
+impl GlipConfig {
+    /// A tiny GLIP (about 0.5 M parameters, most of them BERT's word embeddings) for tests and
+    /// smoke runs: it trains a few steps a second on small images.
+    pub fn tiny() -> Self {
+        Self {
+            backbone: GlipBackboneConfig::PoolFormer(PoolFormerConfig {
+                layers: [1, 1, 1, 1],
+                dims: [8, 16, 32, 32],
+                ..PoolFormerConfig::nano()
+            }),
+            fpn_channels: 16,
+            text: BertConfig {
+                hidden_size: 16,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                intermediate_size: 32,
+                max_position_embeddings: 64,
+                hidden_dropout_prob: 0.0,
+                attention_probs_dropout_prob: 0.0,
+                ..BertConfig::default()
+            },
+            head: GlipHeadConfig {
+                num_layers: 1,
+                norm_groups: 4,
+                fusion_embed_dim: 16,
+                fusion_heads: 2,
+                ..GlipHeadConfig::default()
+            },
+            anchor_scale: 4.0,
+            max_text_len: 64,
+            ..Self::default()
+        }
+    }
+
+    /// Read a `config.json`.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, GlipError> {
+        let path = path.as_ref();
+        let error = |message: String| GlipError::Config { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.validate().map_err(|e| error(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks the parts fit together.
+    pub fn validate(&self) -> Result<(), GlipError> {
+        if self.model_type != "glip" {
+            return Err(GlipError::Invalid(format!("model_type is \"{}\", not \"glip\"", self.model_type)));
+        }
+        self.poolformer().validate().map_err(GlipError::Invalid)?;
+        self.text.validate().map_err(|e| GlipError::Invalid(e.to_string()))?;
+        if self.max_text_len > self.text.max_position_embeddings {
+            return Err(GlipError::Invalid(format!(
+                "max_text_len {} exceeds the text encoder's max_position_embeddings {}",
+                self.max_text_len, self.text.max_position_embeddings
+            )));
+        }
+        if !(self.head.prior_prob > 0.0 && self.head.prior_prob < 1.0) {
+            return Err(GlipError::Invalid(format!(
+                "head.prior_prob must be in (0, 1), got {}",
+                self.head.prior_prob
+            )));
+        }
+        if self.fpn_channels == 0 || !(self.anchor_scale > 0.0) || self.max_text_len == 0 {
+            return Err(GlipError::Invalid(
+                "fpn_channels, anchor_scale and max_text_len must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn poolformer(&self) -> &PoolFormerConfig {
+        let GlipBackboneConfig::PoolFormer(backbone) = &self.backbone;
+        backbone
+    }
+
+    /// Strides of the pyramid levels: the backbone's, then two stride-2 levels.
+    pub fn strides(&self) -> Vec<usize> {
+        let mut strides = self.poolformer().out_strides();
+        let last = *strides.last().unwrap_or(&32);
+        strides.extend([last * 2, last * 4]);
+        strides
+    }
+
+    /// What input sides must be a multiple of (the coarsest backbone stride): the head's
+    /// cross-level convs need each level exactly half its finer neighbour.
+    pub fn size_divisibility(&self) -> usize {
+        self.poolformer().out_strides().last().copied().unwrap_or(32)
+    }
+
+    /// Build with random weights.
+    pub fn init(&self, device: &Device) -> Result<Glip, GlipError> {
+        self.validate()?;
+        let backbone = self.poolformer();
+        let levels = backbone.out_stages.len() + 2;
+        Ok(Glip {
+            backbone: backbone.init(device),
+            fpn: fpn(&backbone.out_channels(), self.fpn_channels, 2, device),
+            text: self.text.init(device),
+            head: self.head.init(self.fpn_channels, levels, &self.text, device)?,
+            config: self.clone(),
+        })
+    }
+}
+
+/// Prompts as GLIP takes them: padded token ids and their padding.
+#[derive(Debug, Clone)]
+pub struct GlipText {
+    /// `[B, L]` word-piece ids, padded with 0.
+    pub input_ids: Tensor<2, Int>,
+    /// `[B, L]` `true` for padding.
+    pub padding: Tensor<2, Bool>,
+}
+
+impl GlipText {
+    /// From each prompt's ids (`[CLS] ... [SEP]`).
+    pub fn new(ids: &[&[u32]], device: &Device) -> Self {
+        let (input_ids, padding) = padded_ids(ids, device);
+        Self { input_ids, padding }
+    }
+}
+
+/// The assembled GLIP model. Build with [`GlipConfig::init`], load with [`Glip::from_dir`].
+#[derive(Module, Debug)]
+pub struct Glip {
+    pub backbone: PoolFormer,
+    pub fpn: Fpn,
+    pub text: Bert,
+    pub head: GlipHead,
+    #[module(skip)]
+    pub config: GlipConfig,
+}
+
+/// The weights file of a GLIP model directory.
+pub const GLIP_WEIGHTS: &str = "model.safetensors";
+
+impl Glip {
+    /// Load `config.json` and `model.safetensors` from a model directory.
+    pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self, GlipError> {
+        let dir = dir.as_ref();
+        let config = GlipConfig::from_json_file(dir.join("config.json"))?;
+        let model = config.init(device)?;
+        Ok(load_safetensors(model, dir.join(GLIP_WEIGHTS), &LoadOptions::new())?)
+    }
+
+    /// Write `config.json` and `model.safetensors` into `dir` (created if missing), each atomically.
+    pub fn save_dir(&self, dir: impl AsRef<Path>) -> Result<(), GlipError> {
+        let dir = dir.as_ref();
+        let path = dir.join("config.json");
+        let write_error =
+            |e: std::io::Error| GlipError::Config { path: path.clone(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(write_error)?;
+        let json = serde_json::to_string_pretty(&self.config).expect("a GLIP config serialises");
+        glint_core::io::write_atomic(&path, json.as_bytes()).map_err(write_error)?;
+        save_safetensors(self, dir.join(GLIP_WEIGHTS))?;
+        Ok(())
+    }
+
+    /// The text encoder's features `[B, L, D]` of a batch of prompts.
+    pub fn encode_text(&self, text: &GlipText) -> Tensor<3> {
+        let mask = BertAttentionMask::Padding(text.padding.clone().bool_not());
+        self.text.forward(BertInput::new(text.input_ids.clone()).with_attention_mask(mask))
+    }
+
+    /// `pixel_values [B, 3, H, W]` (sides a multiple of [`GlipConfig::size_divisibility`]) and
+    /// encoded prompts → per-anchor predictions.
+    pub fn forward_with_text(
+        &self,
+        pixel_values: Tensor<4>,
+        text_features: Tensor<3>,
+        text_padding: Tensor<2, Bool>,
+    ) -> Result<GlipHeadOutput, GlipError> {
+        let levels = self.fpn.forward(self.backbone.forward(pixel_values));
+        Ok(self.head.forward(levels, text_features, text_padding)?)
+    }
+
+    /// [`Self::forward_with_text`] encoding the prompts first.
+    pub fn forward(&self, pixel_values: Tensor<4>, text: &GlipText) -> Result<GlipHeadOutput, GlipError> {
+        let features = self.encode_text(text);
+        self.forward_with_text(pixel_values, features, text.padding.clone())
+    }
+
+    /// The anchors of an output's levels, in the order of its flattened predictions.
+    pub fn anchors(&self, level_sizes: &[[usize; 2]]) -> Vec<BoxXyxy> {
+        anchors(level_sizes, &self.config.strides(), self.config.anchor_scale)
+    }
+
+    /// The detections of one prompt in each image of a batch, from the model's output on it.
+    /// `frames[b]` maps image `b` back to its original pixels; `ids` are the prompt's token ids,
+    /// `positive_map` / `phrases` its phrases.
+    pub fn detections(
+        &self,
+        output: &GlipHeadOutput,
+        frames: &[InputFrame],
+        ids: &[u32],
+        positive_map: &PositiveMap,
+        phrases: &[String],
+        options: &GlipDetectOptions,
+    ) -> Vec<Vec<Detection>> {
+        let host = |t: Tensor<3>| t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        let boxes = host(self.decode_boxes(output));
+        let centerness = host(output.centerness.clone().unsqueeze_dim(2));
+        let logits = host(output.logits.clone());
+        let per_image = |v: &[f32], b: usize| -> Vec<f32> {
+            let n = v.len() / frames.len().max(1);
+            v[b * n..(b + 1) * n].to_vec()
+        };
+        frames
+            .iter()
+            .enumerate()
+            .map(|(b, frame)| {
+                let [sx, sy] = frame.scale;
+                glip_detections(
+                    &per_image(&logits, b),
+                    &per_image(&boxes, b),
+                    &per_image(&centerness, b),
+                    &output.level_sizes,
+                    ids.len(),
+                    positive_map,
+                    phrases,
+                    self.config.phrase_reduction,
+                    |bbox| bbox.scale(sx, sy),
+                    frame.original,
+                    options,
+                )
+            })
+            .collect()
+    }
+
+    /// `[B, N, 4]` predicted boxes, xyxy in model-input pixels.
+    pub fn decode_boxes(&self, output: &GlipHeadOutput) -> Tensor<3> {
+        let [batch, n, _] = output.box_deltas.dims();
+        let device = output.box_deltas.device();
+        let anchors = boxes_tensor(&self.anchors(&output.level_sizes), &device).repeat_dim(0, batch);
+        decode_boxes(output.box_deltas.clone().reshape([batch * n, 4]), anchors).reshape([batch, n, 4])
+    }
+}
+
+/// Where a model input came from: the original image's `[width, height]` and the scale from
+/// model-input pixels back to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputFrame {
+    pub original: [f32; 2],
+    pub scale: [f32; 2],
+}
+
+/// How GLIP's raw outputs become detections (GLIP's `ATSSPostProcessor` defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlipDetectOptions {
+    /// A candidate needs its phrase probability above this (GLIP's `pre_nms_thresh`: 0.05);
+    /// its score is then `sqrt(probability × centerness)`.
+    pub candidate_threshold: f32,
+    /// Candidates kept per level before NMS (GLIP: 1000).
+    pub per_level_top_k: usize,
+    /// Detections below this final score (`sqrt` of the candidate score) are dropped.
+    pub score_threshold: f32,
+    /// Per-phrase NMS IoU (GLIP: 0.6).
+    pub nms_iou: f32,
+    /// Detections per image (GLIP: 100).
+    pub max_detections: usize,
+}
+
+impl Default for GlipDetectOptions {
+    fn default() -> Self {
+        Self {
+            candidate_threshold: 0.05,
+            per_level_top_k: 1000,
+            score_threshold: 0.0,
+            nms_iou: 0.6,
+            max_detections: 100,
+        }
+    }
+}
+
+/// One image's detections. `logits [N, L]`, `boxes [N, 4]` (decoded, xyxy in model-input
+/// pixels: [`Glip::decode_boxes`]) and `centerness [N]` are that image's host copies, levels
+/// as the model gives them; boxes are mapped to the original image by `to_original` and
+/// clipped to `[width, height]`.
+#[allow(clippy::too_many_arguments)]
+pub fn glip_detections(
+    logits: &[f32],
+    boxes: &[f32],
+    centerness: &[f32],
+    level_sizes: &[[usize; 2]],
+    prompt_len: usize,
+    positive_map: &PositiveMap,
+    phrases: &[String],
+    reduction: PhraseReduction,
+    to_original: impl Fn(BoxXyxy) -> BoxXyxy,
+    [width, height]: [f32; 2],
+    options: &GlipDetectOptions,
+) -> Vec<Detection> {
+    let n = centerness.len();
+    let len = logits.len().checked_div(n).unwrap_or(0);
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let mut found = Vec::new();
+    let mut start = 0;
+    for &[h, w] in level_sizes {
+        // (score, anchor, phrase) candidates of this level.
+        let mut candidates = Vec::new();
+        for a in start..start + h * w {
+            let probs: Vec<f32> =
+                logits[a * len..a * len + prompt_len.min(len)].iter().map(|&x| sigmoid(x)).collect();
+            let quality = sigmoid(centerness[a]);
+            for (p, score) in phrase_scores(&probs, positive_map, reduction).into_iter().enumerate() {
+                if score > options.candidate_threshold {
+                    candidates.push((score * quality, a, p));
+                }
+            }
+        }
+        candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
+        candidates.truncate(options.per_level_top_k);
+        for (score, a, p) in candidates {
+            let score = score.sqrt();
+            if score < options.score_threshold {
+                continue;
+            }
+            let b = &boxes[a * 4..a * 4 + 4];
+            let bbox = to_original(BoxXyxy { x0: b[0], y0: b[1], x1: b[2], y1: b[3] }).clip(width, height);
+            if !bbox.is_valid() {
+                continue;
+            }
+            found.push(Detection {
+                bbox,
+                score,
+                phrase: phrases.get(p).cloned().unwrap_or_default(),
+                phrase_index: p,
+            });
+        }
+        start += h * w;
+    }
+    let nms = NmsOptions {
+        iou_threshold: options.nms_iou,
+        score_threshold: f32::NEG_INFINITY,
+        max_detections: options.max_detections,
+        class_agnostic: false,
+    };
+    glint_core::detection::suppress_detections(found, &nms)
+}

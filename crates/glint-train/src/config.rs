@@ -1,0 +1,287 @@
+//! The training config: one TOML file names the model, the data, the augmentation, the
+//! optimiser, the schedule and the run's rhythm. Every section and field has a default, so a
+//! file names only what differs; unknown fields are errors (a typo must not be ignored).
+
+use std::path::{Path, PathBuf};
+
+use glint_data::preprocess::PreprocessConfig;
+use glint_data::synth::SynthConfig;
+use glint_data::transforms::TrainTransforms;
+use glint_nn::detector::glip::GlipConfig;
+use glint_nn::loss::atss::GlipLossConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// Everything `glint train` needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: GlipConfig,
+    /// The tokenizer (`tokenizer.json`) of the text encoder; copied into every saved model.
+    pub tokenizer: PathBuf,
+    /// Start from the weights of this GLIP model directory instead of random ones.
+    pub init_from: Option<PathBuf>,
+    pub data: DataConfig,
+    pub transforms: TrainTransforms,
+    /// Evaluation-time resize and the normalisation used in training and evaluation.
+    pub preprocess: PreprocessConfig,
+    pub loss: GlipLossConfig,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Images per optimiser step (split into `grad_accumulation` forward passes).
+    pub batch_size: usize,
+    pub grad_accumulation: usize,
+    /// Optimiser steps of the whole run.
+    pub steps: usize,
+    /// Evaluate (and keep `best`) every this many steps, and at the end; 0 = only at the end.
+    pub eval_every: usize,
+    /// Write the `latest` checkpoint every this many steps, and at the end.
+    pub checkpoint_every: usize,
+    /// Append a metrics line every this many steps.
+    pub log_every: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: GlipConfig::default(),
+            tokenizer: PathBuf::from("tokenizer.json"),
+            init_from: None,
+            data: DataConfig::default(),
+            transforms: TrainTransforms::default(),
+            preprocess: PreprocessConfig::default(),
+            loss: GlipLossConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            batch_size: 4,
+            grad_accumulation: 1,
+            steps: 1000,
+            eval_every: 0,
+            checkpoint_every: 100,
+            log_every: 10,
+            seed: 0,
+        }
+    }
+}
+
+/// Where training and validation images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training sets, mixed: each image of a batch comes from set `i` with probability
+    /// `weight_i / Σ weight`.
+    pub train: Vec<DataSource>,
+    /// The set evaluated with COCO AP (detection data: its categories are the prompt).
+    pub val: Option<DataSource>,
+    /// Keep only these categories (by name) of detection data, in training and evaluation;
+    /// the others' boxes are dropped. Empty = all. With synthetic data, `"base"` stands for
+    /// every base category.
+    pub categories: Vec<String>,
+    /// Detection data become grounding data the GLIP way: the caption of an image lists its
+    /// objects' categories and sampled negative ones, shuffled, at most this many in all.
+    pub max_caption_categories: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { train: Vec::new(), val: None, categories: Vec::new(), max_caption_categories: 80 }
+    }
+}
+
+/// One annotation set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSource {
+    /// COCO detection json.
+    Coco {
+        annotations: PathBuf,
+        images: PathBuf,
+        #[serde(default = "one")]
+        weight: f64,
+    },
+    /// ODVG jsonl: detection with a label map, grounding without.
+    Odvg {
+        annotations: PathBuf,
+        images: PathBuf,
+        label_map: Option<PathBuf>,
+        #[serde(default = "one")]
+        weight: f64,
+    },
+    /// The synthetic shapes, generated into `dir` when it holds no dataset yet.
+    Synth {
+        dir: PathBuf,
+        #[serde(default)]
+        synth: SynthConfig,
+        /// `train` or `val` detection set; `train_grounding` / `val_grounding` for the captions.
+        #[serde(default = "train_split")]
+        split: String,
+        #[serde(default = "one")]
+        weight: f64,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn train_split() -> String {
+    "train".to_string()
+}
+
+impl DataSource {
+    /// The sampling weight.
+    pub fn weight(&self) -> f64 {
+        match self {
+            Self::Coco { weight, .. } | Self::Odvg { weight, .. } | Self::Synth { weight, .. } => *weight,
+        }
+    }
+}
+
+/// AdamW with learning-rate multipliers per part of the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate of the head and neck.
+    pub lr: f64,
+    /// Multiplier of `lr` for the image backbone.
+    pub backbone_lr_mult: f64,
+    /// Multiplier of `lr` for the text encoder.
+    pub text_lr_mult: f64,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+    /// Clip every parameter's gradient to this L2 norm; 0 = no clipping.
+    pub clip_grad_norm: f32,
+}
+
+impl Default for OptimizerConfig {
+    /// GLIP's fine-tuning values: AdamW, lr 1e-4, backbone and text at 0.1×, weight decay 1e-4.
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            backbone_lr_mult: 0.1,
+            text_lr_mult: 0.1,
+            weight_decay: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            clip_grad_norm: 0.0,
+        }
+    }
+}
+
+/// Warm-up, then cosine decay or steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Linear warm-up from `warmup_factor × lr` over this many steps.
+    pub warmup_steps: usize,
+    pub warmup_factor: f64,
+    pub decay: Decay,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self { warmup_steps: 100, warmup_factor: 0.001, decay: Decay::Cosine { min_factor: 0.0 } }
+    }
+}
+
+/// How the learning rate falls after warm-up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Decay {
+    /// Cosine from `lr` down to `min_factor × lr` at the last step.
+    Cosine { min_factor: f64 },
+    /// `lr × gamma^k` after the k-th milestone step.
+    Steps { milestones: Vec<usize>, gamma: f64 },
+}
+
+impl ScheduleConfig {
+    /// The multiplier of the peak learning rate at `step` (0-based) of `total`.
+    pub fn factor(&self, step: usize, total: usize) -> f64 {
+        let decay = match &self.decay {
+            Decay::Cosine { min_factor } => {
+                let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+                let progress = (step.saturating_sub(self.warmup_steps) as f64 / span).min(1.0);
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Decay::Steps { milestones, gamma } => {
+                gamma.powi(milestones.iter().filter(|&&m| step >= m).count() as i32)
+            }
+        };
+        if step < self.warmup_steps {
+            let alpha = step as f64 / self.warmup_steps as f64;
+            decay * (self.warmup_factor * (1.0 - alpha) + alpha)
+        } else {
+            decay
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read and check a TOML config; errors name the file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::config(path, e))?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| TrainError::config(path, e.message().to_string() + &span_line(&text, e.span())))?;
+        config.validate().map_err(|message| TrainError::config(path, message))?;
+        Ok(config)
+    }
+
+    /// Checks values that would fail later, or silently train nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        if self.batch_size == 0
+            || self.grad_accumulation == 0
+            || !self.batch_size.is_multiple_of(self.grad_accumulation)
+        {
+            return Err(format!(
+                "batch_size ({}) must be a positive multiple of grad_accumulation ({})",
+                self.batch_size, self.grad_accumulation
+            ));
+        }
+        if self.steps == 0 || self.checkpoint_every == 0 || self.log_every == 0 {
+            return Err("steps, checkpoint_every and log_every must be positive".into());
+        }
+        if self.data.train.is_empty() {
+            return Err("data.train must name at least one dataset".into());
+        }
+        if self.data.train.iter().any(|s| !(s.weight() > 0.0 && s.weight().is_finite())) {
+            return Err("every data.train weight must be a positive number".into());
+        }
+        if !(self.optimizer.lr > 0.0) {
+            return Err(format!("optimizer.lr must be positive, got {}", self.optimizer.lr));
+        }
+        let loss = &self.loss;
+        if loss.top_k == 0 || !(loss.focal_gamma >= 0.0) {
+            return Err(format!(
+                "loss.top_k ({}) must be positive and loss.focal_gamma ({}) not negative",
+                loss.top_k, loss.focal_gamma
+            ));
+        }
+        if let Some(val) = &self.data.val
+            && matches!(val, DataSource::Odvg { label_map: None, .. })
+        {
+            return Err("data.val must be detection data (COCO, ODVG with a label map, or synth train/val) to be scored with COCO AP".into());
+        }
+        if let Some(DataSource::Synth { split, .. }) = &self.data.val
+            && split.ends_with("_grounding")
+        {
+            return Err(format!(
+                "data.val: the synthetic split \"{split}\" is grounding data; use \"val\" to score COCO AP"
+            ));
+        }
+        self.transforms.validate().map_err(|e| e.to_string())?;
+        self.preprocess.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// " (line N)" for an error span of a TOML text.
+fn span_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+        .unwrap_or_default()
+}

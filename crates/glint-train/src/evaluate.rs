@@ -1,0 +1,108 @@
+//! COCO AP of a GLIP model on a detection set: every image is prompted with all the set's
+//! categories, detections become COCO results, and glint-core's COCO evaluation (pycocotools'
+//! numbers) scores them against the set's ground truth file.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use glint_core::detection::Detection;
+use glint_core::eval::{EvalReport, evaluate_bbox_results};
+use glint_core::prompt::{Prompt, TextTokenizer};
+use glint_data::batch::pad_batch_divisible;
+use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
+use glint_data::{Dataset, load_image};
+use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipText, InputFrame};
+use image::RgbImage;
+
+use crate::TrainError;
+
+/// Preprocessed images as one padded `[B, 3, H, W]` model input and their frames.
+pub fn glip_input(
+    images: &[PreprocessedImage],
+    divisibility: usize,
+    device: &Device,
+) -> Result<(Tensor<4>, Vec<InputFrame>), glint_data::DataError> {
+    let batch = pad_batch_divisible(images.iter().map(|p| &p.tensor), divisibility)?;
+    let pixels =
+        Tensor::from_data(TensorData::new(batch.data, [batch.batch, 3, batch.height, batch.width]), device);
+    let frames = images
+        .iter()
+        .map(|p| {
+            let (o, r) = (p.original_size, p.resized_size);
+            InputFrame {
+                original: [o.width as f32, o.height as f32],
+                scale: [o.width as f32 / r.width.max(1) as f32, o.height as f32 / r.height.max(1) as f32],
+            }
+        })
+        .collect();
+    Ok((pixels, frames))
+}
+
+/// Detect every category of `dataset` in each of its images with `detect` (images, the prompt
+/// of all categories → detections per image) and score the detections against the COCO file
+/// `ground_truth`. `progress` gets the number of images done.
+pub fn evaluate_with(
+    dataset: &Dataset,
+    ground_truth: &Path,
+    batch_size: usize,
+    mut detect: impl FnMut(&[RgbImage], &Prompt) -> Result<Vec<Vec<Detection>>, TrainError>,
+    mut progress: impl FnMut(usize),
+) -> Result<EvalReport, TrainError> {
+    let names: Vec<&str> = dataset.categories.iter().map(|c| c.name.as_str()).collect();
+    let prompt = Prompt::new(names).map_err(|source| TrainError::Prompt {
+        context: format!("categories of {}", ground_truth.display()),
+        source,
+    })?;
+    let mut results = Vec::new();
+    let mut done = 0;
+    for chunk in dataset.samples.chunks(batch_size.max(1)) {
+        let images = chunk.iter().map(|s| load_image(&s.image_path)).collect::<Result<Vec<_>, _>>()?;
+        let found = detect(&images, &prompt)?;
+        for (sample, detections) in chunk.iter().zip(found) {
+            results.extend(
+                detections.iter().map(|d| d.to_coco(sample.image_id, dataset.categories[d.phrase_index].id)),
+            );
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(evaluate_bbox_results(ground_truth, &results)?)
+}
+
+/// [`evaluate_with`] a GLIP model in training (GLIP's default post-processing).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Glip,
+    dataset: &Dataset,
+    ground_truth: &Path,
+    preprocess: &PreprocessConfig,
+    tokenizer: &TextTokenizer,
+    batch_size: usize,
+    device: &Device,
+    progress: impl FnMut(usize),
+) -> Result<EvalReport, TrainError> {
+    let options = GlipDetectOptions::default();
+    let detect = |images: &[RgbImage], prompt: &Prompt| {
+        let prompt_error = |source| TrainError::Prompt {
+            context: format!("categories of {}", ground_truth.display()),
+            source,
+        };
+        let encoded = tokenizer.encode_prompt(prompt).map_err(prompt_error)?;
+        let ids = encoded.tokens.ids();
+        if ids.len() > model.config.max_text_len {
+            let message = format!(
+                "the prompt of its categories is {} tokens, more than the model's {}",
+                ids.len(),
+                model.config.max_text_len
+            );
+            return Err(TrainError::config(ground_truth, message));
+        }
+        let preprocessed =
+            images.iter().map(|image| preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
+        let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), device)?;
+        let text = GlipText::new(&vec![ids; frames.len()], device);
+        let output = model.forward(pixels, &text)?;
+        Ok(model.detections(&output, &frames, ids, &encoded.positive_map, prompt.phrases(), &options))
+    };
+    evaluate_with(dataset, ground_truth, batch_size, detect, progress)
+}

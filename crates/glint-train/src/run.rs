@@ -1,0 +1,493 @@
+//! The training loop and its run directory.
+//!
+//! ```text
+//! RUN_DIR/
+//!   config.toml            the config of the run (as given at its start)
+//!   metrics.jsonl          one JSON line per logged step and per evaluation
+//!   latest.json            {"checkpoint": "checkpoints/step-000200"}: the newest complete checkpoint
+//!   checkpoints/step-N/    a model directory (config.json, model.safetensors, tokenizer.json,
+//!                          glint_preprocess.json) plus model.bpk, optimizer.bpk, state.json
+//!   best/                  the model directory with the best validation AP so far, and its
+//!                          evaluation.json
+//! ```
+//!
+//! A checkpoint is written into `step-N.tmp/` and renamed when complete; only then does
+//! `latest.json` (replaced atomically) point to it, so a run killed at any moment resumes from
+//! a whole checkpoint and loses at most `checkpoint_every` steps; the metrics of the lost steps
+//! are dropped from the log and logged again when they are redone. `model.bpk` keeps Burn's
+//! parameter ids, which the optimiser's state is keyed by. Batches and augmentation depend only
+//! on the seed and the step, so a resumed run continues the original's loss curve.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::{Device, Tensor, TensorData};
+use glint_core::eval::EvalReport;
+use glint_core::io::write_atomic;
+use glint_core::prompt::TextTokenizer;
+use glint_data::batch::pad_batch_divisible;
+use glint_data::preprocess::PREPROCESS_FILE;
+use glint_nn::detector::glip::{Glip, GlipText};
+use glint_nn::loss::atss::GroundingTarget;
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::config::TrainConfig;
+use crate::data::{
+    Example, LoadedSet, draw, kept_categories, load_source, make_example, step_rng, write_ground_truth,
+};
+use crate::evaluate::evaluate;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its latest checkpoint.
+    pub resume: bool,
+    /// The device to train on (an autodiff device).
+    pub device: Device,
+    /// Stop after this step as if killed (after its checkpoint, if one is due).
+    pub stop_after: Option<usize>,
+}
+
+/// What a run reached.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Steps done, in total.
+    pub steps: usize,
+    /// The step the run started at (0, or the resumed checkpoint's).
+    pub started_at: usize,
+    /// Total loss of each step run in this call.
+    pub losses: Vec<f32>,
+    pub best_ap: Option<f64>,
+    /// The last evaluation.
+    pub last_eval: Option<EvalReport>,
+}
+
+/// Progress reported to the caller (the CLI draws its progress bar from these).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started { start_step: usize, steps: usize },
+    Step(&'a StepMetrics),
+    EvalProgress { done: usize, total: usize },
+    Evaluated { step: usize, report: &'a EvalReport, best: bool },
+    Checkpoint { step: usize, dir: &'a Path },
+}
+
+/// One step's numbers (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub loss: f32,
+    pub token: f32,
+    #[serde(rename = "box")]
+    pub boxes: f32,
+    pub centerness: f32,
+    pub positives: usize,
+    pub lr: f64,
+    pub images_per_s: f64,
+}
+
+/// `state.json` of a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CheckpointState {
+    /// Steps done.
+    step: usize,
+}
+
+/// `evaluation.json` of the `best` model: when and how well it scored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BestEvaluation {
+    pub step: usize,
+    pub metrics: glint_core::eval::CocoMetrics,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Latest {
+    checkpoint: PathBuf,
+}
+
+/// Train as `config` says, in `options.out`. `on_event` sees progress.
+pub fn train(
+    config: &TrainConfig,
+    options: &RunOptions,
+    mut on_event: impl FnMut(Event),
+) -> Result<RunSummary, TrainError> {
+    config.validate().map_err(|message| TrainError::config(&options.out, message))?;
+    let out = &options.out;
+    let resume_from = prepare_run_dir(out, options.resume)?;
+    if resume_from.is_some() {
+        check_same_run(config, &out.join("config.toml"))?;
+    }
+    let device = &options.device;
+    let tokenizer = TextTokenizer::from_file(&config.tokenizer)
+        .map_err(|source| TrainError::Prompt { context: config.tokenizer.display().to_string(), source })?;
+
+    let keep = kept_categories(config)?;
+    let sets =
+        config.data.train.iter().map(|s| load_source(s, keep.as_ref())).collect::<Result<Vec<_>, _>>()?;
+    if let Some((i, _)) = sets.iter().enumerate().find(|(_, s)| s.dataset.samples.is_empty()) {
+        return Err(TrainError::config(out, format!("data.train[{i}] has no images")));
+    }
+    let val = config.data.val.as_ref().map(|s| load_source(s, keep.as_ref())).transpose()?;
+
+    // The initial weights follow the seed too.
+    device.seed(config.seed);
+    let mut model = config.model.init(device)?;
+    if let Some(dir) = &config.init_from {
+        model = glint_nn::weights::load_safetensors(
+            model,
+            dir.join(glint_nn::detector::glip::GLIP_WEIGHTS),
+            &Default::default(),
+        )?;
+    }
+    let o = &config.optimizer;
+    let mut adamw = AdamWConfig::new()
+        .with_weight_decay(o.weight_decay)
+        .with_beta_1(o.beta1)
+        .with_beta_2(o.beta2)
+        .with_epsilon(o.epsilon);
+    if o.clip_grad_norm > 0.0 {
+        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(o.clip_grad_norm)));
+    }
+    let mut optimizer: ModuleOptimizer = adamw.init();
+    let mut state = CheckpointState::default();
+    if let Some(dir) = &resume_from {
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk"));
+        let load_error = |path: PathBuf, e: &dyn std::fmt::Display| TrainError::Checkpoint {
+            path,
+            message: e.to_string(),
+        };
+        model.load_from(&mut store).map_err(|e| load_error(dir.join("model.bpk"), &e))?;
+        optimizer = optimizer
+            .load(dir.join("optimizer.bpk"))
+            .map_err(|e| load_error(dir.join("optimizer.bpk"), &e))?;
+        state = read_json(&dir.join("state.json"))?;
+        forget_metrics_after(out, state.step)?;
+    }
+
+    // Files are written once everything has loaded: a config that fails leaves the directory empty.
+    let val_gt = match &val {
+        Some(set) if set.detection => {
+            let path = out.join("val_ground_truth.json");
+            write_ground_truth(set, &path)?;
+            Some(path)
+        }
+        _ => None,
+    };
+    if resume_from.is_none() {
+        let toml = toml::to_string_pretty(config).map_err(|e| TrainError::config(out, e))?;
+        write_atomic(&out.join("config.toml"), toml.as_bytes())
+            .map_err(|e| TrainError::write(&out.join("config.toml"), e))?;
+    }
+    let start = state.step;
+    on_event(Event::Started { start_step: start, steps: config.steps });
+    let best_so_far = out.join("best").join("evaluation.json");
+    let best_ap = match best_so_far.is_file() {
+        true => Some(read_json::<BestEvaluation>(&best_so_far)?.metrics.ap),
+        false => None,
+    };
+    let mut summary =
+        RunSummary { steps: start, started_at: start, losses: Vec::new(), best_ap, last_eval: None };
+    let micro_batch = config.batch_size / config.grad_accumulation;
+    for step in start..config.steps {
+        let started = Instant::now();
+        let mut rng = step_rng(config.seed, step);
+        // Dropout draws from the device's generator: reseeded per step, so a resumed run draws
+        // what the original would have.
+        device.seed(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let drawn = draw(&sets, config.batch_size, &mut rng);
+        let lr = o.lr * config.schedule.factor(step, config.steps);
+        let mut accumulated =
+            [GradientsAccumulator::new(), GradientsAccumulator::new(), GradientsAccumulator::new()];
+        let mut terms = [0.0f32; 4];
+        let mut positives = 0;
+        for micro in drawn.chunks(micro_batch) {
+            let examples = micro
+                .iter()
+                .map(|&(set, index)| {
+                    let set = &sets[set];
+                    make_example(&set.dataset.samples[index], set.detection, config, &tokenizer, &mut rng)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let (pixels, text, targets) = batch(&examples, config.model.size_divisibility(), device)?;
+            let output = model.forward(pixels, &text)?;
+            let anchors = model.anchors(&output.level_sizes);
+            let loss = config.loss.loss(&output, &anchors, &targets);
+            let values =
+                [loss.total.clone(), loss.token.clone(), loss.boxes.clone(), loss.centerness.clone()]
+                    .map(scalar);
+            for (sum, v) in terms.iter_mut().zip(values) {
+                *sum += v / config.grad_accumulation as f32;
+            }
+            positives += loss.num_positive;
+            if !values.iter().all(|v| v.is_finite()) {
+                let dir = save_checkpoint(out, &model, &optimizer, &state, config)?;
+                let terms = format!(
+                    "total {}, token {}, box {}, centerness {}",
+                    values[0], values[1], values[2], values[3]
+                );
+                return Err(TrainError::NonFinite { step, terms, checkpoint: dir });
+            }
+            let mut grads = (loss.total / config.grad_accumulation as f32).backward();
+            let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+            let text = GradientsParams::from_module(&mut grads, &model.text);
+            let rest = GradientsParams::from_grads(grads, &model);
+            for (acc, g) in accumulated.iter_mut().zip([backbone, text, rest]) {
+                acc.accumulate(&model, g);
+            }
+        }
+        let [mut backbone, mut text, mut rest] = accumulated;
+        model = optimizer.step(lr * o.backbone_lr_mult, model, backbone.grads());
+        model = optimizer.step(lr * o.text_lr_mult, model, text.grads());
+        model = optimizer.step(lr, model, rest.grads());
+        state.step = step + 1;
+        summary.steps = step + 1;
+        summary.losses.push(terms[0]);
+
+        let metrics = StepMetrics {
+            step: step + 1,
+            loss: terms[0],
+            token: terms[1],
+            boxes: terms[2],
+            centerness: terms[3],
+            positives,
+            lr,
+            images_per_s: config.batch_size as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        };
+        on_event(Event::Step(&metrics));
+        let last = step + 1 == config.steps;
+        if (step + 1) % config.log_every == 0 || last {
+            append_metrics(out, &serde_json::to_value(&metrics).expect("metrics serialise"))?;
+        }
+        // Checkpoint first: an evaluation that fails must not lose the steps.
+        if (step + 1) % config.checkpoint_every == 0 || last || options.stop_after == Some(step + 1) {
+            let dir = save_checkpoint(out, &model, &optimizer, &state, config)?;
+            on_event(Event::Checkpoint { step: step + 1, dir: &dir });
+        }
+        let eval_due = config.eval_every > 0 && (step + 1) % config.eval_every == 0;
+        if let (Some(set), Some(gt)) = (&val, &val_gt)
+            && (eval_due || last)
+        {
+            let report = run_eval(&model, set, gt, config, &tokenizer, &mut on_event)?;
+            let best = summary.best_ap.is_none_or(|b| report.metrics.ap > b);
+            if best {
+                summary.best_ap = Some(report.metrics.ap);
+                let evaluation = BestEvaluation { step: step + 1, metrics: report.metrics.clone() };
+                save_model_dir(&model.valid(), config, &out.join("best"), Some(&evaluation))?;
+            }
+            append_metrics(
+                out,
+                &serde_json::json!({"step": step + 1, "eval": report.metrics, "best": best}),
+            )?;
+            on_event(Event::Evaluated { step: step + 1, report: &report, best });
+            summary.last_eval = Some(report);
+        }
+        if options.stop_after == Some(step + 1) {
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+fn run_eval(
+    model: &Glip,
+    set: &LoadedSet,
+    gt: &Path,
+    config: &TrainConfig,
+    tokenizer: &TextTokenizer,
+    on_event: &mut impl FnMut(Event),
+) -> Result<EvalReport, TrainError> {
+    let valid = model.valid();
+    let device = valid.devices().first().cloned().unwrap_or_else(Device::flex);
+    let total = set.dataset.samples.len();
+    let batch = config.batch_size / config.grad_accumulation;
+    evaluate(&valid, &set.dataset, gt, &config.preprocess, tokenizer, batch, &device, |done| {
+        on_event(Event::EvalProgress { done, total })
+    })
+}
+
+/// Examples as a padded image batch, padded prompts and targets.
+fn batch(
+    examples: &[Example],
+    divisibility: usize,
+    device: &Device,
+) -> Result<(Tensor<4>, GlipText, Vec<GroundingTarget>), TrainError> {
+    let images = pad_batch_divisible(examples.iter().map(|e| &e.image), divisibility)?;
+    let pixels = Tensor::from_data(
+        TensorData::new(images.data, [images.batch, 3, images.height, images.width]),
+        device,
+    );
+    let ids: Vec<&[u32]> = examples.iter().map(|e| e.ids.as_slice()).collect();
+    Ok((pixels, GlipText::new(&ids, device), examples.iter().map(|e| e.target.clone()).collect()))
+}
+
+fn scalar(t: Tensor<1>) -> f32 {
+    t.into_data().try_into_vec_as::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN)
+}
+
+/// A resumed run must be the same run: only its length and rhythm (steps, evaluation,
+/// checkpoint and log intervals) may change.
+fn check_same_run(config: &TrainConfig, saved: &Path) -> Result<(), TrainError> {
+    let mut original = TrainConfig::from_toml_file(saved)?;
+    original.steps = config.steps;
+    original.eval_every = config.eval_every;
+    original.checkpoint_every = config.checkpoint_every;
+    original.log_every = config.log_every;
+    if &original != config {
+        return Err(TrainError::config(
+            saved,
+            "the run was started with another config; resume with this one (only steps, eval_every, checkpoint_every and log_every may change)",
+        ));
+    }
+    Ok(())
+}
+
+/// Check the run directory: a new run needs it empty or missing; a resumed one needs a
+/// checkpoint. Returns the checkpoint to resume from.
+fn prepare_run_dir(out: &Path, resume: bool) -> Result<Option<PathBuf>, TrainError> {
+    let error = |message: String| TrainError::RunDir { path: out.to_path_buf(), message };
+    let latest = out.join("latest.json");
+    if resume {
+        if !latest.is_file() {
+            return Err(error("has no checkpoint to resume from (no latest.json)".into()));
+        }
+        let pointer: Latest = read_json(&latest)?;
+        return Ok(Some(out.join(pointer.checkpoint)));
+    }
+    // Empty, or holding only the files of a run that ended before its first checkpoint.
+    let ours = ["config.toml", "val_ground_truth.json", "metrics.jsonl"];
+    if out.exists() {
+        for entry in std::fs::read_dir(out).map_err(|e| TrainError::write(out, e))? {
+            let name = entry.map_err(|e| TrainError::write(out, e))?.file_name();
+            if !ours.iter().any(|ours| name == *ours) {
+                return Err(error(
+                    "is not empty: pass --resume to continue its run, or choose another --out".into(),
+                ));
+            }
+        }
+        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::write(out, e))?;
+    Ok(None)
+}
+
+/// Write the `step-N` checkpoint, point `latest.json` at it, and drop older checkpoints.
+fn save_checkpoint(
+    out: &Path,
+    model: &Glip,
+    optimizer: &ModuleOptimizer,
+    state: &CheckpointState,
+    config: &TrainConfig,
+) -> Result<PathBuf, TrainError> {
+    let name = format!("step-{:06}", state.step);
+    let checkpoints = out.join("checkpoints");
+    let tmp = checkpoints.join(format!("{name}.tmp"));
+    let dir = checkpoints.join(&name);
+    if dir.is_dir() {
+        // This step's checkpoint is complete already (written before a stop or a divergence).
+        return Ok(dir);
+    }
+    write_model_files(&model.valid(), config, &tmp)?;
+    let save_error =
+        |path: PathBuf, e: &dyn std::fmt::Display| TrainError::Checkpoint { path, message: e.to_string() };
+    let mut store = BurnpackStore::from_file(tmp.join("model.bpk"));
+    model.save_into(&mut store).map_err(|e| save_error(tmp.join("model.bpk"), &e))?;
+    optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| save_error(tmp.join("optimizer.bpk"), &e))?;
+    write_json(&tmp.join("state.json"), state)?;
+    std::fs::rename(&tmp, &dir).map_err(|e| TrainError::write(&dir, e))?;
+    write_json(&out.join("latest.json"), &Latest { checkpoint: PathBuf::from("checkpoints").join(&name) })?;
+    for entry in std::fs::read_dir(&checkpoints).map_err(|e| TrainError::write(&checkpoints, e))?.flatten() {
+        if entry.file_name() != name.as_str() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(dir)
+}
+
+/// A model directory `glint detect` loads: config, weights, tokenizer and preprocessing. An
+/// existing directory is replaced only once the new one is complete.
+pub fn save_model_dir(
+    model: &Glip,
+    config: &TrainConfig,
+    dir: &Path,
+    evaluation: Option<&BestEvaluation>,
+) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    write_model_files(model, config, &tmp)?;
+    if let Some(evaluation) = evaluation {
+        write_json(&tmp.join("evaluation.json"), evaluation)?;
+    }
+    let old = dir.with_extension("old");
+    if old.exists() {
+        // Left by a crash between the renames below; `dir` is complete if it exists.
+        if dir.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::write(&old, e))?;
+        } else {
+            std::fs::rename(&old, dir).map_err(|e| TrainError::write(dir, e))?;
+        }
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| TrainError::write(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::write(dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| TrainError::write(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Write a model directory's files into `dir`, which is emptied first.
+fn write_model_files(model: &Glip, config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| TrainError::write(dir, e))?;
+    }
+    model.save_dir(dir)?;
+    let tokenizer = std::fs::read(&config.tokenizer).map_err(|e| TrainError::config(&config.tokenizer, e))?;
+    write_atomic(&dir.join("tokenizer.json"), &tokenizer)
+        .map_err(|e| TrainError::write(&dir.join("tokenizer.json"), e))?;
+    write_json(&dir.join(PREPROCESS_FILE), &config.preprocess)
+}
+
+fn append_metrics(out: &Path, line: &serde_json::Value) -> Result<(), TrainError> {
+    use std::io::Write;
+    let path = out.join("metrics.jsonl");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| TrainError::write(&path, e))?;
+    writeln!(file, "{line}").map_err(|e| TrainError::write(&path, e))
+}
+
+/// Drop the metrics lines of steps after `step` (logged by a run killed after its last
+/// checkpoint; the resumed run logs them again), so the log stays one line per step.
+fn forget_metrics_after(out: &Path, step: usize) -> Result<(), TrainError> {
+    let path = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            let logged =
+                serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64());
+            logged.is_some_and(|s| s as usize <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_atomic(&path, kept.as_bytes()).map_err(|e| TrainError::write(&path, e))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let json = serde_json::to_vec_pretty(value).expect("state serialises");
+    write_atomic(path, &json).map_err(|e| TrainError::write(path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::config(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::config(path, e))
+}
