@@ -341,7 +341,7 @@ impl Detector {
             max_detections: options.max_detections,
             ..GlipDetectOptions::default()
         };
-        let mut timer = Timer::new(&self.device);
+        let mut timer = Timer::new(&self.device, profile.is_some());
         let preprocessed =
             images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), &self.device)?;
@@ -427,18 +427,23 @@ fn is_glip_dir(dir: &Path) -> bool {
         .is_some_and(|c| c.model_type.as_deref() == Some("glip"))
 }
 
-/// Wall time between laps, each ending when the device has finished its queued work.
+/// Wall time between laps, each ending when the device has finished its queued work. Off (no
+/// waits, zero laps) when nobody asked for a profile.
 struct Timer<'a> {
     device: &'a Device,
     last: Instant,
+    on: bool,
 }
 
 impl<'a> Timer<'a> {
-    fn new(device: &'a Device) -> Self {
-        Self { device, last: Instant::now() }
+    fn new(device: &'a Device, on: bool) -> Self {
+        Self { device, last: Instant::now(), on }
     }
 
     fn lap(&mut self) -> Duration {
+        if !self.on {
+            return Duration::ZERO;
+        }
         let _ = self.device.sync();
         let now = Instant::now();
         let lap = now - self.last;

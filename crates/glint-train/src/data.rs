@@ -194,7 +194,7 @@ pub fn make_example(
     };
     let (sample, tokens) = if detection {
         // Fewer negatives until the caption fits the text encoder with every present category.
-        let mut max_categories = config.data.max_caption_categories;
+        let mut max_categories = config.data.max_caption_categories.min(sample.phrases.len());
         loop {
             let captioned = sample_caption(&sample, max_categories, rng)?;
             let tokens = encode(&captioned)?;

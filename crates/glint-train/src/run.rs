@@ -32,7 +32,7 @@ use glint_core::prompt::TextTokenizer;
 use glint_data::batch::pad_batch_divisible;
 use glint_data::preprocess::PREPROCESS_FILE;
 use glint_nn::detector::glip::{Glip, GlipText};
-use glint_nn::loss::atss::GroundingTarget;
+use glint_nn::loss::atss::{GlipLoss, GroundingTarget};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -219,9 +219,7 @@ pub fn train(
             let output = model.forward(pixels, &text)?;
             let anchors = model.anchors(&output.level_sizes);
             let loss = config.loss.loss(&output, &anchors, &targets);
-            let values =
-                [loss.total.clone(), loss.token.clone(), loss.boxes.clone(), loss.centerness.clone()]
-                    .map(scalar);
+            let values = host_scalars(&loss);
             for (sum, v) in terms.iter_mut().zip(values) {
                 *sum += v / config.grad_accumulation as f32;
             }
@@ -327,8 +325,11 @@ fn batch(
     Ok((pixels, GlipText::new(&ids, device), examples.iter().map(|e| e.target.clone()).collect()))
 }
 
-fn scalar(t: Tensor<1>) -> f32 {
-    t.into_data().try_into_vec_as::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN)
+/// The loss terms (total, token, box, centerness) in one copy from the device.
+fn host_scalars(loss: &GlipLoss) -> [f32; 4] {
+    let terms = [loss.total.clone(), loss.token.clone(), loss.boxes.clone(), loss.centerness.clone()];
+    let values = Tensor::cat(terms.to_vec(), 0).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    std::array::from_fn(|i| values.get(i).copied().unwrap_or(f32::NAN))
 }
 
 /// A resumed run must be the same run: only its length and rhythm (steps, evaluation,

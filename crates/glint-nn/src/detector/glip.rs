@@ -288,19 +288,15 @@ impl Glip {
         let boxes = host(self.decode_boxes(output));
         let centerness = host(output.centerness.clone().unsqueeze_dim(2));
         let logits = host(output.logits.clone());
-        let per_image = |v: &[f32], b: usize| -> Vec<f32> {
-            let n = v.len() / frames.len().max(1);
-            v[b * n..(b + 1) * n].to_vec()
-        };
         frames
             .iter()
             .enumerate()
             .map(|(b, frame)| {
                 let [sx, sy] = frame.scale;
                 glip_detections(
-                    &per_image(&logits, b),
-                    &per_image(&boxes, b),
-                    &per_image(&centerness, b),
+                    image_rows(&logits, b, frames.len()),
+                    image_rows(&boxes, b, frames.len()),
+                    image_rows(&centerness, b, frames.len()),
                     &output.level_sizes,
                     ids.len(),
                     positive_map,
@@ -423,4 +419,10 @@ pub fn glip_detections(
         class_agnostic: false,
     };
     glint_core::detection::suppress_detections(found, &nms)
+}
+
+/// Image `b`'s part of a batch's row-major host values (`images` equal parts).
+fn image_rows(values: &[f32], b: usize, images: usize) -> &[f32] {
+    let n = values.len() / images.max(1);
+    &values[b * n..(b + 1) * n]
 }
