@@ -28,10 +28,12 @@ use glint_data::error::DataError;
 use glint_data::hub::{HubError, HubOptions, resolve_model};
 use glint_data::preprocess::PREPROCESS_FILE;
 use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
-use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipError, GlipText};
+use glint_nn::detector::glip::{Glip, GlipConfig, GlipDetectOptions, GlipError, GlipText};
 use glint_nn::detector::grounding_dino::detections;
 use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
 use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
+use glint_nn::weights::glip::GlipCheckpoint;
+use glint_nn::weights::{LoadOptions, WeightsError};
 use glint_train::evaluate::glip_input;
 use image::RgbImage;
 
@@ -126,7 +128,9 @@ impl Detector {
     /// An original IDEA-Research checkpoint file (`groundingdino_swint_ogc.pth`,
     /// `groundingdino_swinb_cogcoor.pth`) is accepted too: its config is the `config.json` beside
     /// it, else Grounding-DINO-B when the file name contains `swinb`, else Grounding-DINO-T; its
-    /// tokenizer is the `tokenizer.json` beside it, else bert-base-uncased's from the hub.
+    /// tokenizer is the `tokenizer.json` beside it, else bert-base-uncased's from the hub. So is
+    /// an official GLIP checkpoint (`glip_tiny_model_o365_goldg.pth`, told apart by its keys):
+    /// GLIP-T unless a GLIP `config.json` is beside it, with GLIP's evaluation preprocessing.
     pub fn from_pretrained(path_or_id: &str, device: &Device) -> Result<Self, DetectorError> {
         let path = Path::new(path_or_id);
         if path.is_file() && path.extension().is_some_and(|e| e == "pth" || e == "pt") {
@@ -138,6 +142,13 @@ impl Detector {
 
     fn from_pth(path: &Path, device: &Device) -> Result<Self, DetectorError> {
         let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
+        match GlipCheckpoint::read(path) {
+            Ok(checkpoint) => return Self::from_official_glip(path, &checkpoint, device),
+            // An official GLIP file that does not convert: say why.
+            Err(error @ WeightsError::Mismatch(_)) => return Err(GlipError::from(error).into()),
+            // Not GLIP's: read as Grounding DINO's, which reports what is wrong with it.
+            Err(_) => {}
+        }
         let config = match beside("config.json") {
             Some(config) => {
                 GroundingDinoConfig::from_json_file(config).map_err(GroundingDinoLoadError::from)?
@@ -147,16 +158,34 @@ impl Detector {
             }
             None => GroundingDinoConfig::grounding_dino_tiny(),
         };
-        let tokenizer_path = match beside("tokenizer.json") {
-            Some(path) => path,
-            None => resolve_model(BERT_BASE_UNCASED, &["tokenizer.json"], &HubOptions::from_env())?
-                .join("tokenizer.json"),
-        };
-        let tokenizer = load_tokenizer(&tokenizer_path)?;
+        let tokenizer = tokenizer_beside(path)?;
         let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
         let model = GroundingDino::new(&config, device).map_err(build)?;
         let model = model.load_pth(path).map_err(GroundingDinoLoadError::from)?;
         Ok(Self::new(Model::GroundingDino(model), tokenizer, device, path))
+    }
+
+    /// An official GLIP checkpoint: GLIP-T unless a GLIP `config.json` is beside it; GLIP's
+    /// evaluation preprocessing unless a `glint_preprocess.json` is beside it; the tokenizer as
+    /// for Grounding DINO.
+    fn from_official_glip(
+        path: &Path,
+        checkpoint: &GlipCheckpoint,
+        device: &Device,
+    ) -> Result<Self, DetectorError> {
+        let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
+        let config = match beside("config.json") {
+            Some(config) => GlipConfig::from_json_file(config)?,
+            None => GlipConfig::glip_t(),
+        };
+        let tokenizer = tokenizer_beside(path)?;
+        let model = checkpoint.apply(config.init(device)?, &LoadOptions::new()).map_err(GlipError::from)?;
+        let mut detector = Self::new(Model::Glip(model), tokenizer, device, path);
+        detector.preprocess = match beside(PREPROCESS_FILE) {
+            Some(file) => read_preprocess(&file)?,
+            None => PreprocessConfig::glip(),
+        };
+        Ok(detector)
     }
 
     /// Load from a local checkpoint directory (`config.json`, `model.safetensors`,
@@ -171,11 +200,7 @@ impl Detector {
         }
         let model = Glip::from_dir(dir, device)?;
         let mut detector = Self::new(Model::Glip(model), tokenizer, device, dir);
-        let path = dir.join(PREPROCESS_FILE);
-        let invalid = |message: String| DataError::format(&path, "", message);
-        let json = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-        detector.preprocess = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
-        detector.preprocess.validate().map_err(|e| invalid(e.to_string()))?;
+        detector.preprocess = read_preprocess(&dir.join(PREPROCESS_FILE))?;
         Ok(detector)
     }
 
@@ -346,7 +371,7 @@ impl Detector {
             images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), &self.device)?;
         let preprocess_time = timer.lap();
-        let levels = model.fpn.forward(model.backbone.forward(pixels));
+        let levels = model.fpn.forward(model.backbone.forward(pixels).map_err(GlipError::from)?);
         let backbone_time = timer.lap();
         let mut found: Vec<Vec<Detection>> = vec![Vec::new(); images.len()];
         let (mut text_time, mut head_time, mut post_time) = Default::default();
@@ -453,6 +478,27 @@ impl<'a> Timer<'a> {
 }
 
 /// The tokenizer at `path`; errors name the file.
+/// The tokenizer of an original checkpoint file: the `tokenizer.json` beside it, else
+/// bert-base-uncased's from the hub (both Grounding DINO and GLIP use it).
+fn tokenizer_beside(path: &Path) -> Result<TextTokenizer, DetectorError> {
+    let beside = path.parent().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file());
+    let tokenizer_path = match beside {
+        Some(path) => path,
+        None => resolve_model(BERT_BASE_UNCASED, &["tokenizer.json"], &HubOptions::from_env())?
+            .join("tokenizer.json"),
+    };
+    load_tokenizer(&tokenizer_path)
+}
+
+/// A `glint_preprocess.json`.
+fn read_preprocess(path: &Path) -> Result<PreprocessConfig, DataError> {
+    let invalid = |message: String| DataError::format(path, "", message);
+    let json = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let preprocess: PreprocessConfig = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
+    preprocess.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(preprocess)
+}
+
 fn load_tokenizer(path: &Path) -> Result<TextTokenizer, DetectorError> {
     TextTokenizer::from_file(path)
         .map_err(|source| DetectorError::Prompt { context: path.display().to_string(), source })

@@ -182,3 +182,56 @@ fn an_idea_pth_checkpoint_with_its_config_beside_it_detects_the_same() {
     let pixels = load_image(fixtures().join(&image.file)).unwrap();
     assert_same_detections(&detector.detect(&pixels, &prompt, &options(&expected)).unwrap(), image);
 }
+
+/// What `make_tiny.py` records of the official GLIP's detections (`fixture.json`).
+#[derive(Deserialize)]
+struct OfficialGlip {
+    detections: Vec<OfficialGlipDetection>,
+}
+
+#[derive(Deserialize)]
+struct OfficialGlipDetection {
+    /// The phrase index + 1.
+    label: usize,
+    score: f32,
+    bbox: [f32; 4],
+}
+
+#[test]
+fn an_official_glip_pth_with_its_config_beside_it_detects_as_glip_does() {
+    let device = glint::Device::flex();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glip_official/tiny");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures.join("glint_config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(fixtures.join("../../tokenizer/tokenizer.json"), dir.path().join("tokenizer.json"))
+        .unwrap();
+    // GLIP's evaluation transform with the short side at the image's own 160 px: no resampling.
+    let preprocess = glint::data::preprocess::PreprocessConfig {
+        shortest_edge: 160,
+        ..glint::data::preprocess::PreprocessConfig::glip()
+    };
+    std::fs::write(dir.path().join("glint_preprocess.json"), serde_json::to_string(&preprocess).unwrap())
+        .unwrap();
+    let pth = dir.path().join("glip_tiny.pth");
+    std::fs::copy(fixtures.join("model.pth"), &pth).unwrap();
+    let detector =
+        Detector::from_pretrained(pth.to_str().unwrap(), &device).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(detector.model(), glint::Model::Glip(_)));
+
+    let prompt = Prompt::parse("cat . remote control . traffic light .").unwrap();
+    let pixels = load_image(fixtures.join("image.png")).unwrap();
+    let options =
+        DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 100 };
+    let mut found = detector.detect(&pixels, &prompt, &options).unwrap();
+    found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let official: OfficialGlip =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("fixture.json")).unwrap()).unwrap();
+    assert_eq!(found.len(), official.detections.len(), "{found:?}");
+    for (d, expected) in found.iter().zip(&official.detections) {
+        assert_eq!(d.phrase_index + 1, expected.label, "{d:?}");
+        assert!((d.score - expected.score).abs() < 1e-4, "score {} against {}", d.score, expected.score);
+        let worst =
+            d.bbox.to_array().iter().zip(expected.bbox).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-2, "box {:?} against {:?}", d.bbox, expected.bbox);
+    }
+}

@@ -30,11 +30,14 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use glint_core::detection::Detection;
 use glint_core::geometry::{BoxXyxy, iou};
 use glint_core::prompt::{EncodedPrompt, PhraseReduction, PositiveMap, Prompt, TextTokenizer};
+use glint_nn::backbone::SwinConfig;
+use glint_nn::backbone::resnet::ResNetConfig;
 use glint_nn::detector::glip::{
-    GLIP_WEIGHTS, Glip, GlipConfig, GlipDetectOptions, GlipText, InputFrame, glip_detections,
+    GLIP_WEIGHTS, Glip, GlipBackbone, GlipBackboneConfig, GlipConfig, GlipDetectOptions, GlipText,
+    InputFrame, glip_detections,
 };
-use glint_nn::head::glip::GlipHeadOutput;
-use glint_nn::head::glip::anchors::anchors;
+use glint_nn::head::glip::anchors::{BoxConvention, anchors};
+use glint_nn::head::glip::{GlipHeadConfig, GlipHeadOutput};
 use glint_nn::loss::atss::{GlipLossConfig, GroundingTarget, atss_assign, centerness_target};
 
 /// Reloaded outputs against the original's.
@@ -257,6 +260,78 @@ fn a_saved_model_directory_reloads_to_the_same_config_and_outputs() {
     assert!(diff > 1e-3, "a fresh model's logits differ from the saved one's by only {diff}");
 }
 
+/// The tiny model's other backbones: a narrow ResNet-18 and a narrow Swin, returning strides
+/// 8, 16, 32 like the PoolFormer.
+fn other_backbones() -> Vec<GlipBackboneConfig> {
+    vec![
+        GlipBackboneConfig::ResNet(ResNetConfig {
+            base_width: 8,
+            layers: [1, 1, 1, 1],
+            ..ResNetConfig::resnet18()
+        }),
+        GlipBackboneConfig::Swin(SwinConfig {
+            embed_dim: 8,
+            depths: vec![1, 1, 1, 1],
+            num_heads: vec![1, 1, 2, 2],
+            window_size: 2,
+            out_features: Some(vec!["stage2".into(), "stage3".into(), "stage4".into()]),
+            ..SwinConfig::default()
+        }),
+    ]
+}
+
+#[test]
+fn every_backbone_saves_under_its_own_names_and_reloads_to_the_same_outputs() {
+    let device = Device::flex();
+    let encoded = encode(&["cat", "traffic light"]);
+    let text = GlipText::new(&[encoded.tokens.ids()], &device);
+    let input = pixels(1, 64, 96, &device);
+    for backbone in other_backbones() {
+        let config = GlipConfig { backbone, ..tiny_config() };
+        let model = config.init(&device).unwrap();
+        let (_root, dir) = save(&model);
+        let names: Vec<String> = common::Io::open(&dir.join(GLIP_WEIGHTS))
+            .tensors()
+            .names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        // The backbone's parameters sit under `backbone.` directly, as in the PoolFormer models.
+        assert!(names.iter().any(|n| n.starts_with("backbone.")), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains("ResNet") && !n.contains("Swin")), "{names:?}");
+        let reloaded = Glip::from_dir(&dir, &device).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reloaded.config, config);
+        let original = model.forward(input.clone(), &text).unwrap();
+        assert_eq!(original.level_sizes, vec![[8, 12], [4, 6], [2, 3], [1, 2], [1, 1]]);
+        assert_outputs_equal("reloaded", &original, &reloaded.forward(input.clone(), &text).unwrap());
+    }
+}
+
+#[test]
+fn scoring_the_encoder_tokens_ignores_what_the_tower_did_to_them() {
+    let device = Device::flex();
+    let config = GlipConfig {
+        head: GlipHeadConfig { score_fused_tokens: false, ..tiny_config().head },
+        ..tiny_config()
+    };
+    let mut model = config.init(&device).unwrap();
+    let encoded = encode(&["cat", "traffic light"]);
+    let text = GlipText::new(&[encoded.tokens.ids()], &device);
+    let input = pixels(1, 64, 96, &device);
+    let before = model.forward(input.clone(), &text).unwrap();
+    // The last layer's BERT update only changes the tokens the head scores against: with encoder
+    // tokens scored, changing it changes nothing.
+    let last = model.head.layers.last_mut().unwrap();
+    let bert = last.text_layer.take().expect("the tiny head has text layers");
+    let after = model.forward(input.clone(), &text).unwrap();
+    assert_outputs_equal("without the last text layer", &before, &after);
+    model.head.layers.last_mut().unwrap().text_layer = Some(bert);
+    model.head.score_fused_tokens = true;
+    let fused = model.forward(input, &text).unwrap();
+    let diff = max_diff(before.logits, fused.logits);
+    assert!(diff > 1e-4, "scoring fused tokens changes the logits, by only {diff} here");
+}
+
 fn from_dir_error(dir: &Path) -> String {
     match Glip::from_dir(dir, &Device::flex()) {
         Ok(_) => panic!("{} loaded", dir.display()),
@@ -289,7 +364,7 @@ fn a_model_directory_with_missing_or_truncated_weights_is_an_error_naming_the_fi
 
 /// Two levels over a 64×64 image: 8×8 anchors of 32 px (stride 8), 4×4 of 64 px (stride 16).
 fn two_level_anchors() -> (Vec<BoxXyxy>, Vec<usize>) {
-    (anchors(&[[8, 8], [4, 4]], &[8, 16], 4.0), vec![64, 16])
+    (anchors(&[[8, 8], [4, 4]], &[8, 16], 4.0, BoxConvention::Continuous), vec![64, 16])
 }
 
 #[test]
@@ -425,7 +500,7 @@ fn loss_is_finite_counts_the_atss_positives_and_its_gradient_reaches_the_model()
         targets.iter().map(|t| atss_assign(&anchors, &counts, &t.boxes, 9).iter().flatten().count()).sum();
 
     let config = GlipLossConfig::default();
-    let loss = config.loss(&output, &anchors, &targets);
+    let loss = config.loss(&output, &anchors, BoxConvention::Continuous, &targets);
     assert!(expected_positives > 0);
     assert_eq!(loss.num_positive, expected_positives);
     let (token, boxes, centerness) =
@@ -440,7 +515,10 @@ fn loss_is_finite_counts_the_atss_positives_and_its_gradient_reaches_the_model()
 
     let grads = loss.total.backward();
     assert_gradient_reaches("head.bias0", model.head.bias0.val().grad(&grads));
-    let stem = model.backbone.stages[0].downsample.weight.val().grad(&grads).map(|g| g.flatten::<1>(0, 3));
+    let GlipBackbone::PoolFormer(backbone) = &model.backbone else {
+        panic!("the tiny model is a PoolFormer")
+    };
+    let stem = backbone.stages[0].downsample.weight.val().grad(&grads).map(|g| g.flatten::<1>(0, 3));
     assert_gradient_reaches("the backbone's stem conv", stem);
 }
 
@@ -454,7 +532,8 @@ fn loss_without_boxes_is_finite_with_no_positives_and_still_trains_the_logits() 
         token_maps: vec![],
         num_tokens,
     });
-    let loss = GlipLossConfig::default().loss(&output, &model.anchors(&output.level_sizes), &targets);
+    let anchors = model.anchors(&output.level_sizes);
+    let loss = GlipLossConfig::default().loss(&output, &anchors, BoxConvention::Continuous, &targets);
 
     assert_eq!(loss.num_positive, 0);
     let token = scalar(loss.token.clone());
@@ -484,9 +563,9 @@ fn token_loss_counts_only_each_caption_s_real_tokens() {
         centerness: Tensor::zeros([batch, n], &device),
         level_sizes: level_sizes.clone(),
     };
-    let anchors = anchors(&level_sizes, &[8, 16], 8.0);
+    let anchors = anchors(&level_sizes, &[8, 16], 8.0, BoxConvention::Continuous);
     let targets = [6, 3].map(|num_tokens| GroundingTarget { boxes: vec![], token_maps: vec![], num_tokens });
-    let loss = GlipLossConfig::default().loss(&output, &anchors, &targets);
+    let loss = GlipLossConfig::default().loss(&output, &anchors, BoxConvention::Continuous, &targets);
 
     // Focal loss at logit 0, target 0: α_t 0.75 · (1 - p_t)² 0.25 · BCE ln 2, over 5 × (6 + 3)
     // real tokens, divided by max(positives, 1) = 1.
@@ -588,6 +667,7 @@ impl Host {
             reduction,
             |b| b,
             [1000.0, 1000.0],
+            BoxConvention::Continuous,
             options,
         )
     }
@@ -626,6 +706,7 @@ fn a_confident_anchor_is_detected_with_its_phrase_score_and_its_box_mapped_and_c
         PhraseReduction::Mean,
         |b| b.scale(2.0, 1.5),
         [90.0, 100.0],
+        BoxConvention::Continuous,
         &GlipDetectOptions::default(),
     );
     assert_eq!(detections.len(), 1, "{detections:?}");

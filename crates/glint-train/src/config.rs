@@ -20,8 +20,12 @@ pub struct TrainConfig {
     pub model: GlipConfig,
     /// The tokenizer (`tokenizer.json`) of the text encoder; copied into every saved model.
     pub tokenizer: PathBuf,
-    /// Start from the weights of this GLIP model directory instead of random ones.
+    /// Start from these weights instead of random ones: a GLIP model directory (glint's), or an
+    /// official GLIP `.pth` (`model` must then be its shape, e.g. GLIP-T's).
     pub init_from: Option<PathBuf>,
+    /// Start the backbone from these ImageNet weights (a torchvision ResNet `.pth` or
+    /// `.safetensors`); the rest of the model starts random. Not with `init_from`.
+    pub backbone_weights: Option<PathBuf>,
     pub data: DataConfig,
     pub transforms: TrainTransforms,
     /// Evaluation-time resize and the normalisation used in training and evaluation.
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             model: GlipConfig::default(),
             tokenizer: PathBuf::from("tokenizer.json"),
             init_from: None,
+            backbone_weights: None,
             data: DataConfig::default(),
             transforms: TrainTransforms::default(),
             preprocess: PreprocessConfig::default(),
@@ -251,6 +256,14 @@ impl TrainConfig {
         }
         if self.data.train.iter().any(|s| !(s.weight() > 0.0 && s.weight().is_finite())) {
             return Err("every data.train weight must be a positive number".into());
+        }
+        if self.init_from.is_some() && self.backbone_weights.is_some() {
+            return Err("init_from and backbone_weights both set: init_from already holds a backbone".into());
+        }
+        if self.backbone_weights.is_some()
+            && !matches!(self.model.backbone, glint_nn::detector::glip::GlipBackboneConfig::ResNet(_))
+        {
+            return Err("backbone_weights (ImageNet weights) load into a resnet backbone only".into());
         }
         if !(self.optimizer.lr > 0.0) {
             return Err(format!("optimizer.lr must be positive, got {}", self.optimizer.lr));

@@ -139,12 +139,19 @@ pub fn train(
     // The initial weights follow the seed too.
     device.seed(config.seed);
     let mut model = config.model.init(device)?;
-    if let Some(dir) = &config.init_from {
-        model = glint_nn::weights::load_safetensors(
-            model,
-            dir.join(glint_nn::detector::glip::GLIP_WEIGHTS),
-            &Default::default(),
-        )?;
+    if let Some(source) = &config.init_from {
+        model = if source.is_file() {
+            model.load_official(source)?
+        } else {
+            glint_nn::weights::load_safetensors(
+                model,
+                source.join(glint_nn::detector::glip::GLIP_WEIGHTS),
+                &Default::default(),
+            )?
+        };
+    }
+    if let Some(path) = &config.backbone_weights {
+        model.backbone = model.backbone.load_pretrained(path)?;
     }
     let o = &config.optimizer;
     let mut adamw = AdamWConfig::new()
@@ -218,7 +225,7 @@ pub fn train(
             let (pixels, text, targets) = batch(&examples, config.model.size_divisibility(), device)?;
             let output = model.forward(pixels, &text)?;
             let anchors = model.anchors(&output.level_sizes);
-            let loss = config.loss.loss(&output, &anchors, &targets);
+            let loss = config.loss.loss(&output, &anchors, config.model.box_convention, &targets);
             let values = host_scalars(&loss);
             for (sum, v) in terms.iter_mut().zip(values) {
                 *sum += v / config.grad_accumulation as f32;

@@ -21,8 +21,10 @@ pub struct DetectArgs {
     /// A checkpoint directory (config.json, model.safetensors, tokenizer.json): Grounding DINO as
     /// transformers writes it, or a GLIP model that `glint train` wrote (models/glip-shapes-nano
     /// ships with glint); or a Hugging Face repo id such as IDEA-Research/grounding-dino-tiny
-    /// (from the hub cache; offline with HF_HUB_OFFLINE=1).
-    #[arg(long, value_name = "DIR_OR_REPO_ID")]
+    /// (from the hub cache; offline with HF_HUB_OFFLINE=1); or an original checkpoint file:
+    /// IDEA-Research's Grounding DINO (groundingdino_swint_ogc.pth) or official GLIP
+    /// (glip_tiny_model_o365_goldg.pth).
+    #[arg(long, value_name = "DIR_REPO_ID_OR_PTH")]
     model: String,
     /// What to find: phrases separated by " . ", e.g. "cat . remote control .".
     #[arg(long)]

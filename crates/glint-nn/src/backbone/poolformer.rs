@@ -75,15 +75,7 @@ impl PoolFormerConfig {
                 self.dims, self.mlp_ratio
             ));
         }
-        if self.out_stages.is_empty()
-            || self.out_stages.windows(2).any(|w| w[1] != w[0] + 1)
-            || self.out_stages.iter().any(|&s| s > 3)
-        {
-            return Err(format!(
-                "poolformer: out_stages {:?} must be consecutive stage numbers in 0..=3",
-                self.out_stages
-            ));
-        }
+        super::validate_out_stages("poolformer", &self.out_stages)?;
         Ok(())
     }
 

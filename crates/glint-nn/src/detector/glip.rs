@@ -16,23 +16,121 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::fpn::{Fpn, fpn};
 use crate::backbone::poolformer::{PoolFormer, PoolFormerConfig};
+use crate::backbone::resnet::{ResNet, ResNetConfig, torchvision_load_options};
+use crate::backbone::{SwinBackbone, SwinConfig, SwinError};
 use crate::fusion::FusionError;
-use crate::head::glip::anchors::{anchors, boxes_tensor, decode_boxes};
-use crate::head::glip::{GlipHead, GlipHeadConfig, GlipHeadOutput};
+use crate::head::glip::anchors::{BoxConvention, anchors, boxes_tensor, decode_boxes};
+use crate::head::glip::{CoarserOffsets, GlipHead, GlipHeadConfig, GlipHeadOutput};
 use crate::text::bert::padded_ids;
 use crate::text::{Bert, BertAttentionMask, BertConfig, BertInput};
-use crate::weights::{LoadOptions, WeightsError, load_safetensors, save_safetensors};
+use crate::weights::glip::GlipCheckpoint;
+use crate::weights::{LoadOptions, WeightsError, load_pytorch, load_safetensors, save_safetensors};
 
-/// The image backbone of a GLIP model.
+/// The image backbone of a GLIP model (`"type"` in its config: `pool_former`, `resnet`, `swin`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GlipBackboneConfig {
     PoolFormer(PoolFormerConfig),
+    #[serde(rename = "resnet")]
+    ResNet(ResNetConfig),
+    Swin(SwinConfig),
 }
 
 impl Default for GlipBackboneConfig {
     fn default() -> Self {
         Self::PoolFormer(PoolFormerConfig::default())
+    }
+}
+
+impl GlipBackboneConfig {
+    /// Checks the backbone's own shape and that its returned maps halve level by level (the
+    /// FPN and the head's cross-level convs need that).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::PoolFormer(config) => config.validate()?,
+            Self::ResNet(config) => config.validate()?,
+            Self::Swin(config) => config.validate().map_err(|e| e.to_string())?,
+        }
+        let strides = self.out_strides()?;
+        if strides.is_empty() || strides.windows(2).any(|w| w[1] != 2 * w[0]) {
+            return Err(format!(
+                "backbone: the returned maps' strides {strides:?} must double level by level"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Channels of each returned map, in order.
+    pub fn out_channels(&self) -> Result<Vec<usize>, String> {
+        match self {
+            Self::PoolFormer(config) => Ok(config.out_channels()),
+            Self::ResNet(config) => Ok(config.out_channels()),
+            Self::Swin(config) => config.out_channels().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Strides of each returned map, in order.
+    pub fn out_strides(&self) -> Result<Vec<usize>, String> {
+        match self {
+            Self::PoolFormer(config) => Ok(config.out_strides()),
+            Self::ResNet(config) => Ok(config.out_strides()),
+            Self::Swin(config) => {
+                let strides = config.out_strides().map_err(|e| e.to_string())?;
+                if strides.iter().any(|[h, w]| h != w) {
+                    return Err(format!("swin: non-square strides {strides:?}"));
+                }
+                Ok(strides.iter().map(|[h, _]| *h).collect())
+            }
+        }
+    }
+
+    /// Build with random weights.
+    pub fn init(&self, device: &Device) -> Result<GlipBackbone, String> {
+        Ok(match self {
+            Self::PoolFormer(config) => GlipBackbone::PoolFormer(config.init(device)),
+            Self::ResNet(config) => GlipBackbone::ResNet(config.init(device)),
+            Self::Swin(config) => GlipBackbone::Swin(config.init(device).map_err(|e| e.to_string())?),
+        })
+    }
+}
+
+/// The backbone of a [`Glip`]. Its parameters are named as the backbone's own (the variant adds
+/// no level to the names).
+#[derive(Module, Debug)]
+pub enum GlipBackbone {
+    PoolFormer(PoolFormer),
+    ResNet(ResNet),
+    Swin(SwinBackbone),
+}
+
+impl GlipBackbone {
+    /// `pixel_values [B, 3, H, W]` → the maps the FPN takes.
+    pub fn forward(&self, pixel_values: Tensor<4>) -> Result<Vec<Tensor<4>>, SwinError> {
+        match self {
+            Self::PoolFormer(backbone) => Ok(backbone.forward(pixel_values)),
+            Self::ResNet(backbone) => Ok(backbone.forward(pixel_values)),
+            Self::Swin(backbone) => backbone.forward(pixel_values),
+        }
+    }
+
+    /// Start a ResNet backbone from a torchvision checkpoint (`resnet50-*.pth`, or a
+    /// `.safetensors` with torchvision's names), all or nothing as every load. Other backbones
+    /// have no ImageNet format here: an error says so.
+    pub fn load_pretrained(self, path: &Path) -> Result<Self, GlipError> {
+        let Self::ResNet(resnet) = self else {
+            return Err(GlipError::Invalid(format!(
+                "{}: ImageNet weights load into a resnet backbone only",
+                path.display()
+            )));
+        };
+        let options = torchvision_load_options("");
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let resnet = if is_safetensors {
+            load_safetensors(resnet, path, &options)?
+        } else {
+            load_pytorch(resnet, path, &options)?
+        };
+        Ok(Self::ResNet(resnet))
     }
 }
 
@@ -53,6 +151,9 @@ pub struct GlipConfig {
     pub max_text_len: usize,
     /// How a phrase's score is made from its tokens' (GLIP averages them).
     pub phrase_reduction: PhraseReduction,
+    /// Pixel convention of anchors and boxes (official GLIP: `plus_one`; glint's models:
+    /// `continuous`).
+    pub box_convention: BoxConvention,
 }
 
 impl Default for GlipConfig {
@@ -66,6 +167,7 @@ impl Default for GlipConfig {
             anchor_scale: 8.0,
             max_text_len: 256,
             phrase_reduction: PhraseReduction::Mean,
+            box_convention: BoxConvention::PlusOne,
         }
     }
 }
@@ -83,9 +185,20 @@ pub enum GlipError {
     Weights(#[from] WeightsError),
     #[error(transparent)]
     Fusion(#[from] FusionError),
+    #[error(transparent)]
+    Backbone(#[from] SwinError),
 }
 
 impl GlipConfig {
+    /// GLIP-T as the official `glip_tiny_model_o365_goldg.pth` was trained
+    /// (`glip_Swin_T_O365_GoldG.yaml`): Swin-T (stages 2–4 out), FPN 256, bert-base-uncased,
+    /// a 6-layer VL-DyHead (fusion 2048 wide, 8 heads, layer scale 1/6), 1×1 predictors,
+    /// deformable convs with bias and GLIP's coarser-level offsets, anchors 8 × stride in the
+    /// legacy `+1` pixel convention, prompts up to 256 tokens.
+    pub fn glip_t() -> Self {
+        Self { backbone: GlipBackboneConfig::Swin(SwinConfig::swin_tiny()), ..Self::default() }
+    }
+
     /// A tiny GLIP (about 0.5 M parameters, most of them BERT's word embeddings) for tests and
     /// smoke runs: it trains a few steps a second on small images.
     pub fn tiny() -> Self {
@@ -111,10 +224,15 @@ impl GlipConfig {
                 norm_groups: 4,
                 fusion_embed_dim: 16,
                 fusion_heads: 2,
+                fusion_init_scale: 1e-4,
+                prediction_kernel: 3,
+                deform_conv_bias: false,
+                coarser_offsets: CoarserOffsets::Own,
                 ..GlipHeadConfig::default()
             },
             anchor_scale: 4.0,
             max_text_len: 64,
+            box_convention: BoxConvention::Continuous,
             ..Self::default()
         }
     }
@@ -134,7 +252,7 @@ impl GlipConfig {
         if self.model_type != "glip" {
             return Err(GlipError::Invalid(format!("model_type is \"{}\", not \"glip\"", self.model_type)));
         }
-        self.poolformer().validate().map_err(GlipError::Invalid)?;
+        self.backbone.validate().map_err(GlipError::Invalid)?;
         self.text.validate().map_err(|e| GlipError::Invalid(e.to_string()))?;
         if self.max_text_len > self.text.max_position_embeddings {
             return Err(GlipError::Invalid(format!(
@@ -156,14 +274,14 @@ impl GlipConfig {
         Ok(())
     }
 
-    fn poolformer(&self) -> &PoolFormerConfig {
-        let GlipBackboneConfig::PoolFormer(backbone) = &self.backbone;
-        backbone
+    /// The backbone's strides (validated configs only).
+    fn backbone_strides(&self) -> Vec<usize> {
+        self.backbone.out_strides().unwrap_or_default()
     }
 
     /// Strides of the pyramid levels: the backbone's, then two stride-2 levels.
     pub fn strides(&self) -> Vec<usize> {
-        let mut strides = self.poolformer().out_strides();
+        let mut strides = self.backbone_strides();
         let last = *strides.last().unwrap_or(&32);
         strides.extend([last * 2, last * 4]);
         strides
@@ -172,19 +290,18 @@ impl GlipConfig {
     /// What input sides must be a multiple of (the coarsest backbone stride): the head's
     /// cross-level convs need each level exactly half its finer neighbour.
     pub fn size_divisibility(&self) -> usize {
-        self.poolformer().out_strides().last().copied().unwrap_or(32)
+        self.backbone_strides().last().copied().unwrap_or(32)
     }
 
     /// Build with random weights.
     pub fn init(&self, device: &Device) -> Result<Glip, GlipError> {
         self.validate()?;
-        let backbone = self.poolformer();
-        let levels = backbone.out_stages.len() + 2;
+        let channels = self.backbone.out_channels().map_err(GlipError::Invalid)?;
         Ok(Glip {
-            backbone: backbone.init(device),
-            fpn: fpn(&backbone.out_channels(), self.fpn_channels, 2, device),
+            backbone: self.backbone.init(device).map_err(GlipError::Invalid)?,
+            fpn: fpn(&channels, self.fpn_channels, 2, device),
             text: self.text.init(device),
-            head: self.head.init(self.fpn_channels, levels, &self.text, device)?,
+            head: self.head.init(self.fpn_channels, channels.len() + 2, &self.text, device)?,
             config: self.clone(),
         })
     }
@@ -210,7 +327,7 @@ impl GlipText {
 /// The assembled GLIP model. Build with [`GlipConfig::init`], load with [`Glip::from_dir`].
 #[derive(Module, Debug)]
 pub struct Glip {
-    pub backbone: PoolFormer,
+    pub backbone: GlipBackbone,
     pub fpn: Fpn,
     pub text: Bert,
     pub head: GlipHead,
@@ -228,6 +345,13 @@ impl Glip {
         let config = GlipConfig::from_json_file(dir.join("config.json"))?;
         let model = config.init(device)?;
         Ok(load_safetensors(model, dir.join(GLIP_WEIGHTS), &LoadOptions::new())?)
+    }
+
+    /// Load an official GLIP checkpoint (microsoft/GLIP's `.pth`, see [`crate::weights::glip`])
+    /// into this model, whose config must match the checkpoint's shape ([`GlipConfig::glip_t`]
+    /// for `glip_tiny_model_o365_goldg.pth`).
+    pub fn load_official(self, path: impl AsRef<Path>) -> Result<Self, GlipError> {
+        Ok(GlipCheckpoint::read(path)?.apply(self, &LoadOptions::new())?)
     }
 
     /// Write `config.json` and `model.safetensors` into `dir` (created if missing), each atomically.
@@ -257,7 +381,7 @@ impl Glip {
         text_features: Tensor<3>,
         text_padding: Tensor<2, Bool>,
     ) -> Result<GlipHeadOutput, GlipError> {
-        let levels = self.fpn.forward(self.backbone.forward(pixel_values));
+        let levels = self.fpn.forward(self.backbone.forward(pixel_values)?);
         Ok(self.head.forward(levels, text_features, text_padding)?)
     }
 
@@ -269,7 +393,7 @@ impl Glip {
 
     /// The anchors of an output's levels, in the order of its flattened predictions.
     pub fn anchors(&self, level_sizes: &[[usize; 2]]) -> Vec<BoxXyxy> {
-        anchors(level_sizes, &self.config.strides(), self.config.anchor_scale)
+        anchors(level_sizes, &self.config.strides(), self.config.anchor_scale, self.config.box_convention)
     }
 
     /// The detections of one prompt in each image of a batch, from the model's output on it.
@@ -304,6 +428,7 @@ impl Glip {
                     self.config.phrase_reduction,
                     |bbox| bbox.scale(sx, sy),
                     frame.original,
+                    self.config.box_convention,
                     options,
                 )
             })
@@ -315,7 +440,8 @@ impl Glip {
         let [batch, n, _] = output.box_deltas.dims();
         let device = output.box_deltas.device();
         let anchors = boxes_tensor(&self.anchors(&output.level_sizes), &device).repeat_dim(0, batch);
-        decode_boxes(output.box_deltas.clone().reshape([batch * n, 4]), anchors).reshape([batch, n, 4])
+        decode_boxes(output.box_deltas.clone().reshape([batch * n, 4]), anchors, self.config.box_convention)
+            .reshape([batch, n, 4])
     }
 }
 
@@ -371,8 +497,15 @@ pub fn glip_detections(
     reduction: PhraseReduction,
     to_original: impl Fn(BoxXyxy) -> BoxXyxy,
     [width, height]: [f32; 2],
+    convention: BoxConvention,
     options: &GlipDetectOptions,
 ) -> Vec<Detection> {
+    // With the legacy `+1`, the last pixel column is `width - 1` and a box's extent includes its
+    // far edge (so NMS measures overlap on boxes one pixel larger).
+    let extra = match convention {
+        BoxConvention::Continuous => 0.0,
+        BoxConvention::PlusOne => 1.0,
+    };
     let n = centerness.len();
     let len = logits.len().checked_div(n).unwrap_or(0);
     let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
@@ -399,7 +532,9 @@ pub fn glip_detections(
                 continue;
             }
             let b = &boxes[a * 4..a * 4 + 4];
-            let bbox = to_original(BoxXyxy { x0: b[0], y0: b[1], x1: b[2], y1: b[3] }).clip(width, height);
+            let bbox = to_original(BoxXyxy { x0: b[0], y0: b[1], x1: b[2], y1: b[3] })
+                .clip(width - extra, height - extra);
+            let bbox = BoxXyxy { x1: bbox.x1 + extra, y1: bbox.y1 + extra, ..bbox };
             if !bbox.is_valid() {
                 continue;
             }
@@ -418,7 +553,12 @@ pub fn glip_detections(
         max_detections: options.max_detections,
         class_agnostic: false,
     };
-    glint_core::detection::suppress_detections(found, &nms)
+    let mut kept = glint_core::detection::suppress_detections(found, &nms);
+    for detection in &mut kept {
+        detection.bbox.x1 -= extra;
+        detection.bbox.y1 -= extra;
+    }
+    kept
 }
 
 /// Image `b`'s part of a batch's row-major host values (`images` equal parts).

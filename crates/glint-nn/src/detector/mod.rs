@@ -2,7 +2,7 @@
 //! and the post-processing from raw outputs to [`glint_core::detection::Detection`]s.
 //!
 //! - [`grounding_dino`]: Grounding DINO (Swin + BERT + [`crate::head::grounding_dino`]).
-//! - [`glip`]: GLIP (PoolFormer + FPN + BERT + [`crate::head::glip`]).
+//! - [`glip`]: GLIP (PoolFormer, ResNet or Swin + FPN + BERT + [`crate::head::glip`]).
 
 pub mod glip;
 pub mod grounding_dino;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bce_with_logits, giou_loss, sigmoid_focal_loss};
 use crate::head::glip::GlipHeadOutput;
-use crate::head::glip::anchors::{boxes_tensor, decode_boxes};
+use crate::head::glip::anchors::{BoxConvention, boxes_tensor, decode_boxes};
 
 /// For each anchor, the index of the box it is assigned to, or `None` (background).
 /// `level_counts[l]` anchors belong to level `l`, in the order of `anchors`.
@@ -131,11 +131,13 @@ pub struct GlipLoss {
 }
 
 impl GlipLossConfig {
-    /// The loss of head outputs against per-image targets. `anchors` in the head's order.
+    /// The loss of head outputs against per-image targets. `anchors` in the head's order, boxes
+    /// decoded in the model's `convention`.
     pub fn loss(
         &self,
         output: &GlipHeadOutput,
         anchors: &[BoxXyxy],
+        convention: BoxConvention,
         targets: &[GroundingTarget],
     ) -> GlipLoss {
         let device = output.logits.device();
@@ -183,7 +185,7 @@ impl GlipLossConfig {
         } else {
             let rows = Tensor::<1, Int>::from_data(TensorData::new(positive_rows, [num_positive]), &device);
             let deltas = output.box_deltas.clone().reshape([batch * n, 4]).select(0, rows.clone());
-            let predicted = decode_boxes(deltas, boxes_tensor(&matched_anchors, &device));
+            let predicted = decode_boxes(deltas, boxes_tensor(&matched_anchors, &device), convention);
             let weights =
                 Tensor::<1>::from_data(TensorData::new(centerness.clone(), [num_positive]), &device);
             let weight_sum = centerness.iter().sum::<f32>().max(1e-6);

@@ -445,7 +445,7 @@ pub fn load_grounding_dino_pth<M: Module>(
 }
 
 /// The tensors of a `.pth`: the state dict under `"model"` (IDEA's layout), or the top level.
-fn read_pth(path: &Path) -> Result<Vec<PackTensor>, WeightsError> {
+pub(super) fn read_pth(path: &Path) -> Result<Vec<PackTensor>, WeightsError> {
     if !path.is_file() {
         return Err(WeightsError::Read { path: path.to_path_buf(), message: "no such file".to_string() });
     }
@@ -468,7 +468,7 @@ fn read_pth(path: &Path) -> Result<Vec<PackTensor>, WeightsError> {
         // Not IDEA's `{"model": ...}`: perhaps a bare state dict (the conversion then decides).
         Err(first) => read(None).map_err(|_| WeightsError::Read {
             path: path.to_path_buf(),
-            message: format!("{first} (an IDEA-Research checkpoint is a pickled {{\"model\": state_dict}})"),
+            message: format!("{first} (a checkpoint of IDEA-Research's or GLIP's code is a pickled {{\"model\": state_dict}})"),
         }),
     }
 }
@@ -699,7 +699,7 @@ fn rename(mut tensor: PackTensor, prefix: &str, suffix: &str) -> PackTensor {
 
 /// The three equal row blocks of a fused `[3n, ...]` query / key / value tensor, each read
 /// lazily from the fused one.
-fn split_qkv(fused: &PackTensor) -> Result<[PackTensor; 3], String> {
+pub(super) fn split_qkv(fused: &PackTensor) -> Result<[PackTensor; 3], String> {
     let dims = fused.shape.to_vec();
     let rows = dims.first().copied().unwrap_or(0);
     let square = dims.len() != 2 || dims.get(1).is_some_and(|&d| rows == 3 * d);

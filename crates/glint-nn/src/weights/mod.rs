@@ -22,6 +22,7 @@
 //! # Ok(bert) }
 //! ```
 
+pub mod glip;
 pub mod idea;
 
 use std::collections::{BTreeMap, HashMap};
@@ -516,7 +517,9 @@ impl ModuleVisitor for ParamCollector {
 /// The file is replaced atomically: a crash leaves the old file or the new one, never half of one.
 pub fn save_safetensors<M: Module>(module: &M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
     let path = path.as_ref();
-    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    // Enum modules (a GLIP's backbone) add no level to the names, as when loading.
+    let mut store =
+        SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true);
     module.save_into(&mut store).map_err(|e| write_error(path, e))?;
     let bytes = store.get_bytes().map_err(|e| write_error(path, e))?;
     glint_core::io::write_atomic(path, &bytes).map_err(|e| write_error(path, e))

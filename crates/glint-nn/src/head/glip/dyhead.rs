@@ -3,9 +3,11 @@
 //! level below (stride 2) and the coarser level above (then upsampled); scale-aware attention
 //! weighs the three and averages them; task-aware DyReLU activates the result.
 //!
-//! One difference from GLIP's code: the coarser level's conv uses that level's own offsets and
-//! mask. GLIP passes the current level's (a map twice the size), which its CUDA op reads with
-//! the wrong row stride; torchvision's `deform_conv2d` rejects it.
+//! The coarser level's conv needs offsets at the coarser size. GLIP passes the current level's
+//! (a map twice the size), which its CUDA op reads as a flat buffer, i.e. with the wrong row
+//! stride; torchvision's `deform_conv2d` rejects it. Official checkpoints were trained that way
+//! and need it ([`CoarserOffsets::FinerReadFlat`]); glint's own models use the coarser level's
+//! own offsets ([`CoarserOffsets::Own`]).
 
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -15,33 +17,46 @@ use burn::tensor::module::{adaptive_avg_pool2d, deform_conv2d};
 use burn::tensor::ops::{DeformConvOptions, GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::CoarserOffsets;
+
 /// `relu6(x + 3) / 6`, the "hard sigmoid" of DyHead and GLIP.
 fn h_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     hard_sigmoid(x, 1.0 / 6.0, 0.5)
 }
 
-/// A 3×3 modulated deformable conv (no bias) followed by GroupNorm.
+/// A 3×3 modulated deformable conv followed by GroupNorm.
 #[derive(Module, Debug)]
 pub struct DeformConvNorm {
     /// `[out, in, 3, 3]`.
     pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
     pub norm: GroupNorm,
     pub stride: usize,
 }
 
 impl DeformConvNorm {
-    fn new(channels: usize, groups: usize, stride: usize, device: &Device) -> Self {
+    fn new(channels: usize, groups: usize, stride: usize, bias: bool, device: &Device) -> Self {
         let fan_in = (channels * 9) as f64;
         // Kaiming-uniform as Burn's own convs start.
         let bound = (1.0 / fan_in).sqrt();
         let weight =
             Initializer::Uniform { min: -bound, max: bound }.init([channels, channels, 3, 3], device);
-        Self { weight, norm: GroupNormConfig::new(groups, channels).init(device), stride }
+        Self {
+            weight,
+            bias: bias.then(|| Initializer::Zeros.init([channels], device)),
+            norm: GroupNormConfig::new(groups, channels).init(device),
+            stride,
+        }
     }
 
     /// `offset [B, 18, H', W']` and `mask [B, 9, H', W']` at the output size.
     fn forward(&self, x: Tensor<4>, offset: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
-        self.norm.forward(modulated_deform_conv(x, offset, mask, self.weight.val(), self.stride))
+        let mut y = modulated_deform_conv(x, offset, mask, self.weight.val(), self.stride);
+        if let Some(bias) = &self.bias {
+            let channels = bias.dims()[0];
+            y = y + bias.val().reshape([1, channels, 1, 1]);
+        }
+        self.norm.forward(y)
     }
 }
 
@@ -103,6 +118,15 @@ pub fn modulated_deform_conv(
     ])
 }
 
+/// The first `C·h·w` values of each image's `[C, H, W]` map (`H·W ≥ h·w`) read as `[C, h, w]`:
+/// a kernel given a larger buffer than its output and indexing it as if it fitted.
+fn read_flat(x: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<4> {
+    let [batch, channels, height, width] = x.dims();
+    x.reshape([batch, channels * height * width])
+        .narrow(1, 0, channels * h * w)
+        .reshape([batch, channels, h, w])
+}
+
 /// Bilinear resize with aligned corners (GLIP's `F.upsample_bilinear`) as two products with
 /// interpolation matrices, `A_h · x · A_wᵀ`: the same numbers as Burn's `interpolate`, and
 /// differentiable on every backend (the wgpu backend has no bilinear `interpolate` backward).
@@ -137,13 +161,8 @@ pub struct DyRelu {
 
 impl DyRelu {
     fn new(channels: usize, device: &Device) -> Self {
-        // GLIP's `_make_divisible(channels / 4, 4)`: the nearest multiple of 4, at least 4, and
-        // never more than 10% below.
-        let target = channels / 4;
-        let mut squeeze = ((target + 2) / 4 * 4).max(4);
-        if (squeeze as f64) < 0.9 * target as f64 {
-            squeeze += 4;
-        }
+        // GLIP's squeeze: a quarter of the width (its reduction 4).
+        let squeeze = (channels / 4).max(1);
         Self {
             fc1: LinearConfig::new(channels, squeeze).init(device),
             fc2: LinearConfig::new(squeeze, 4 * channels).init(device),
@@ -155,10 +174,11 @@ impl DyRelu {
         let pooled = adaptive_avg_pool2d(x.clone(), [1, 1]).reshape([b, c]);
         let y = h_sigmoid(self.fc2.forward(relu(self.fc1.forward(pooled)))).reshape([b, 4 * c, 1, 1]);
         let part = |i: usize| y.clone().narrow(1, i * c, c);
-        // Slopes start at 1 and 0, intercepts at 0 (y = 0.5 gives a ReLU).
+        // In GLIP's order a1, b1, a2, b2. Slopes start at 1 and 0, intercepts at 0 (y = 0.5
+        // gives a ReLU).
         let a1 = (part(0) - 0.5) * 2.0 + 1.0;
-        let a2 = (part(1) - 0.5) * 2.0;
-        let b1 = part(2) - 0.5;
+        let b1 = part(1) - 0.5;
+        let a2 = (part(2) - 0.5) * 2.0;
         let b2 = part(3) - 0.5;
         (x.clone() * a1 + b1).max_pair(x * a2 + b2)
     }
@@ -178,11 +198,20 @@ pub struct DyConv {
     /// Scale-aware attention: pooled branch → one logit.
     pub attention: Conv2d,
     pub dyrelu: Option<DyRelu>,
+    #[module(skip)]
+    pub coarser_offsets: CoarserOffsets,
 }
 
 impl DyConv {
     /// A layer of `channels` wide maps, GroupNorm with `groups` groups.
-    pub fn new(channels: usize, groups: usize, use_dyrelu: bool, device: &Device) -> Self {
+    pub fn new(
+        channels: usize,
+        groups: usize,
+        use_dyrelu: bool,
+        conv_bias: bool,
+        coarser_offsets: CoarserOffsets,
+        device: &Device,
+    ) -> Self {
         let mut offset = Conv2dConfig::new([channels, 27], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_initializer(Initializer::Zeros)
@@ -190,11 +219,12 @@ impl DyConv {
         offset.bias = Some(Initializer::Zeros.init([27], device));
         Self {
             offset,
-            conv_coarser: DeformConvNorm::new(channels, groups, 1, device),
-            conv_same: DeformConvNorm::new(channels, groups, 1, device),
-            conv_finer: DeformConvNorm::new(channels, groups, 2, device),
+            conv_coarser: DeformConvNorm::new(channels, groups, 1, conv_bias, device),
+            conv_same: DeformConvNorm::new(channels, groups, 1, conv_bias, device),
+            conv_finer: DeformConvNorm::new(channels, groups, 2, conv_bias, device),
             attention: Conv2dConfig::new([channels, 1], [1, 1]).init(device),
             dyrelu: use_dyrelu.then(|| DyRelu::new(channels, device)),
+            coarser_offsets,
         }
     }
 
@@ -218,7 +248,14 @@ impl DyConv {
                     branches.push(self.conv_finer.forward(levels[l - 1].clone(), offset, mask));
                 }
                 if l + 1 < levels.len() {
-                    let (offset, mask) = offsets[l + 1].clone();
+                    let (offset, mask) = match self.coarser_offsets {
+                        CoarserOffsets::Own => offsets[l + 1].clone(),
+                        CoarserOffsets::FinerReadFlat => {
+                            let [_, _, h, w] = levels[l + 1].dims();
+                            let (offset, mask) = offsets[l].clone();
+                            (read_flat(offset, [h, w]), read_flat(mask, [h, w]))
+                        }
+                    };
                     let coarse = self.conv_coarser.forward(levels[l + 1].clone(), offset, mask);
                     branches.push(upsample_bilinear(coarse, [h, w]));
                 }

@@ -39,8 +39,29 @@ pub struct GlipHeadConfig {
     pub use_dyrelu: bool,
     /// A BERT layer on the tokens after each fusion.
     pub text_layers: bool,
+    /// Score regions against the tokens the tower has fused with the image (GLIP's
+    /// `USE_FUSED_FEATURES_DOT_PRODUCT`); `false` scores against the text encoder's own output.
+    pub score_fused_tokens: bool,
     /// Prior probability of a positive at initialisation (sets `bias0`).
     pub prior_prob: f64,
+    /// Kernel side of the box and centerness predictors (GLIP: 1; ATSS: 3).
+    pub prediction_kernel: usize,
+    /// The deformable convs have a bias (GLIP: yes).
+    pub deform_conv_bias: bool,
+    /// Which offsets the coarser level's deformable conv uses.
+    pub coarser_offsets: CoarserOffsets,
+}
+
+/// The offsets and mask of the deformable conv applied to the coarser level `l + 1` when
+/// computing level `l`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoarserOffsets {
+    /// Level `l + 1`'s own, predicted on it.
+    Own,
+    /// Level `l`'s, read as a flat buffer of the coarser map's size: what GLIP's CUDA op does
+    /// with the twice-larger map it is given (official checkpoints were trained with it).
+    FinerReadFlat,
 }
 
 impl Default for GlipHeadConfig {
@@ -51,10 +72,14 @@ impl Default for GlipHeadConfig {
             norm_groups: 16,
             fusion_embed_dim: 2048,
             fusion_heads: 8,
-            fusion_init_scale: 1e-4,
+            fusion_init_scale: 1.0 / 6.0,
             use_dyrelu: true,
             text_layers: true,
+            score_fused_tokens: true,
             prior_prob: 0.01,
+            prediction_kernel: 1,
+            deform_conv_bias: true,
+            coarser_offsets: CoarserOffsets::FinerReadFlat,
         }
     }
 }
@@ -74,6 +99,12 @@ impl GlipHeadConfig {
                 self.norm_groups
             )));
         }
+        if self.prediction_kernel.is_multiple_of(2) {
+            return Err(FusionError::Config(format!(
+                "glip head: prediction_kernel {} must be odd (1 or 3)",
+                self.prediction_kernel
+            )));
+        }
         let fusion =
             BiAttentionConfig::new(channels, text.hidden_size, self.fusion_embed_dim, self.fusion_heads)
                 .with_init_values(self.fusion_init_scale);
@@ -82,13 +113,22 @@ impl GlipHeadConfig {
                 Ok(GlipTowerLayer {
                     fusion: fusion.init(device)?,
                     text_layer: self.text_layers.then(|| text.init_layer(device)),
-                    dyconv: DyConv::new(channels, self.norm_groups, self.use_dyrelu, device),
+                    dyconv: DyConv::new(
+                        channels,
+                        self.norm_groups,
+                        self.use_dyrelu,
+                        self.deform_conv_bias,
+                        self.coarser_offsets,
+                        device,
+                    ),
                 })
             })
             .collect::<Result<_, FusionError>>()?;
-        let conv3 = |c_out: usize| {
-            let mut conv = Conv2dConfig::new([channels, c_out], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        let k = self.prediction_kernel;
+        let predictor = |c_out: usize| {
+            let pad = k / 2;
+            let mut conv = Conv2dConfig::new([channels, c_out], [k, k])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
                 .init(device);
             conv.bias = Some(Initializer::Zeros.init([c_out], device));
@@ -97,13 +137,14 @@ impl GlipHeadConfig {
         let bias0 = -((1.0 - self.prior_prob) / self.prior_prob).ln();
         Ok(GlipHead {
             layers,
-            bbox_pred: conv3(4),
-            centerness: conv3(1),
+            bbox_pred: predictor(4),
+            centerness: predictor(1),
             scales: Initializer::Ones.init([levels], device),
             text_projection: LinearConfig::new(text.hidden_size, channels).init(device),
             log_scale: Initializer::Zeros.init([1], device),
             bias_lang: Initializer::Zeros.init([text.hidden_size], device),
             bias0: Initializer::Constant { value: bias0 }.init([1], device),
+            score_fused_tokens: self.score_fused_tokens,
         })
     }
 }
@@ -141,6 +182,8 @@ pub struct GlipHead {
     pub log_scale: Param<Tensor<1>>,
     pub bias_lang: Param<Tensor<1>>,
     pub bias0: Param<Tensor<1>>,
+    #[module(skip)]
+    pub score_fused_tokens: bool,
 }
 
 impl GlipHead {
@@ -156,6 +199,7 @@ impl GlipHead {
         let [_, len, text_dim] = text.dims();
         let level_sizes: Vec<[usize; 2]> = levels.iter().map(|x| [x.dims()[2], x.dims()[3]]).collect();
         let blocked = BertAttentionMask::Padding(text_padding.clone().bool_not()).blocked(batch, len);
+        let encoded = (!self.score_fused_tokens).then(|| text.clone());
         for layer in &self.layers {
             let flat =
                 Tensor::cat(levels.iter().map(|x| x.clone().flatten::<3>(2, 3).swap_dims(1, 2)).collect(), 1);
@@ -181,7 +225,7 @@ impl GlipHead {
             levels = layer.dyconv.forward(&maps);
         }
 
-        let tokens = normalize_rows(text);
+        let tokens = normalize_rows(encoded.unwrap_or(text));
         let projected = self.text_projection.forward(tokens.clone() / 2.0);
         let token_bias =
             tokens.matmul(self.bias_lang.val().reshape([1, text_dim, 1])).reshape([batch, 1, len])
