@@ -5,6 +5,7 @@
 //! - [`image_io`]: decoding image files to upright 8-bit RGB, as PIL does.
 //! - [`preprocess`]: resize + normalise exactly as Grounding DINO's (transformers) or GLIP's recipe.
 //! - [`batch`]: padding images into one batch tensor with a pixel mask.
+//! - [`fewshot`]: K-shot training splits (K instances per category, deterministic per seed).
 //! - [`transforms`]: seeded training augmentation (resize, flip, crop) keeping boxes and spans consistent.
 
 pub mod annotate;
@@ -12,6 +13,7 @@ pub mod batch;
 pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod fewshot;
 pub mod hub;
 pub mod image_io;
 pub mod odvg;
