@@ -158,7 +158,8 @@ pub struct OptimizerConfig {
     pub beta1: f32,
     pub beta2: f32,
     pub epsilon: f32,
-    /// Clip every parameter's gradient to this L2 norm; 0 = no clipping.
+    /// Clip the gradients to this global L2 norm (all parameters together, as PyTorch's
+    /// `clip_grad_norm_`); 0 = no clipping.
     pub clip_grad_norm: f32,
 }
 

@@ -1,5 +1,6 @@
 //! glint-train: training GLIP on detection and grounding data.
 //!
+//! - [`clip`]: gradient clipping by the global norm.
 //! - [`config`]: the TOML training config (model, data, augmentation, optimiser, schedule).
 //! - [`data`]: loading and mixing datasets, turning detection data into grounding data,
 //!   making batches.
@@ -7,6 +8,7 @@
 //!   `--resume`, evaluation and the `best` model.
 //! - [`evaluate`]: COCO AP of a GLIP model on a detection set.
 
+pub mod clip;
 pub mod config;
 pub mod data;
 pub mod evaluate;

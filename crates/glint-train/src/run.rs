@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -36,6 +35,7 @@ use glint_nn::loss::atss::{GlipLoss, GroundingTarget};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::clip::clip_grad_norm;
 use crate::config::TrainConfig;
 use crate::data::{
     Example, LoadedSet, draw, kept_categories, load_source, make_example, step_rng, write_ground_truth,
@@ -91,6 +91,9 @@ pub struct StepMetrics {
     pub positives: usize,
     pub lr: f64,
     pub images_per_s: f64,
+    /// The global gradient norm before clipping (when clipping is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f32>,
 }
 
 /// `state.json` of a checkpoint.
@@ -154,14 +157,11 @@ pub fn train(
         model.backbone = model.backbone.load_pretrained(path)?;
     }
     let o = &config.optimizer;
-    let mut adamw = AdamWConfig::new()
+    let adamw = AdamWConfig::new()
         .with_weight_decay(o.weight_decay)
         .with_beta_1(o.beta1)
         .with_beta_2(o.beta2)
         .with_epsilon(o.epsilon);
-    if o.clip_grad_norm > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(o.clip_grad_norm)));
-    }
     let mut optimizer: ModuleOptimizer = adamw.init();
     let mut state = CheckpointState::default();
     if let Some(dir) = &resume_from {
@@ -247,10 +247,15 @@ pub fn train(
                 acc.accumulate(&model, g);
             }
         }
-        let [mut backbone, mut text, mut rest] = accumulated;
-        model = optimizer.step(lr * o.backbone_lr_mult, model, backbone.grads());
-        model = optimizer.step(lr * o.text_lr_mult, model, text.grads());
-        model = optimizer.step(lr, model, rest.grads());
+        let mut parts = accumulated.map(|mut acc| acc.grads());
+        let grad_norm = match o.clip_grad_norm > 0.0 {
+            true => Some(clip_grad_norm(&model, &mut parts, o.clip_grad_norm)),
+            false => None,
+        };
+        let [backbone, text, rest] = parts;
+        model = optimizer.step(lr * o.backbone_lr_mult, model, backbone);
+        model = optimizer.step(lr * o.text_lr_mult, model, text);
+        model = optimizer.step(lr, model, rest);
         state.step = step + 1;
         summary.steps = step + 1;
         summary.losses.push(terms[0]);
@@ -264,6 +269,7 @@ pub fn train(
             positives,
             lr,
             images_per_s: config.batch_size as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            grad_norm,
         };
         on_event(Event::Step(&metrics));
         let last = step + 1 == config.steps;

@@ -339,3 +339,55 @@ fn every_box_of_a_detection_example_targets_the_tokens_of_its_own_category() {
     }
     assert!(checked >= 10, "only {checked} boxes checked");
 }
+
+#[test]
+fn clipping_scales_all_gradients_together_to_the_global_norm() {
+    use burn::optim::GradientsParams;
+    use glint_nn::head::glip::anchors::BoxConvention;
+    use glint_nn::loss::atss::{GlipLossConfig, GroundingTarget};
+    use glint_train::clip::clip_grad_norm;
+
+    let device = Device::flex().autodiff();
+    let model = GlipConfig::tiny().init(&device).unwrap();
+    let pixels = Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let text = glint_nn::detector::glip::GlipText::new(&[&[101, 4937, 1012, 102]], &device);
+    let target = GroundingTarget {
+        boxes: vec![glint_core::geometry::BoxXyxy { x0: 8.0, y0: 8.0, x1: 40.0, y1: 48.0 }],
+        token_maps: vec![vec![0.0, 1.0, 0.0, 0.0]],
+        num_tokens: 4,
+    };
+    // The gradients in two groups, as the training loop has them (the backbone and the rest).
+    let gradients = || {
+        let output = model.forward(pixels.clone(), &text).unwrap();
+        let anchors = model.anchors(&output.level_sizes);
+        let loss =
+            GlipLossConfig::default().loss(&output, &anchors, BoxConvention::Continuous, &[target.clone()]);
+        let mut grads = loss.total.backward();
+        let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+        [backbone, GradientsParams::from_grads(grads, &model)]
+    };
+    let (mut parts, mut loose) = (gradients(), gradients());
+    let before = clip_grad_norm(&model, &mut parts, f32::INFINITY);
+    assert!(before > 0.0 && before.is_finite());
+
+    // A bound above the norm changes nothing; one below scales everything to it.
+    assert_eq!(clip_grad_norm(&model, &mut loose, 2.0 * before), before);
+    let max_norm = before / 4.0;
+    assert_eq!(clip_grad_norm(&model, &mut parts, max_norm), before);
+    let after = clip_grad_norm(&model, &mut parts, f32::INFINITY);
+    assert!((after - max_norm).abs() <= 1e-4 * max_norm, "clipped to {after}, wanted {max_norm}");
+    // Every gradient shrank by the same factor: the direction is kept.
+    let stem = |parts: &[GradientsParams]| -> f32 {
+        let GlipBackbone::PoolFormer(backbone) = &model.backbone else { unreachable!() };
+        let id = backbone.stages[0].downsample.weight.id;
+        parts[0].get::<4>(id).unwrap().abs().sum().into_scalar::<f32>()
+    };
+    let bias0 =
+        |parts: &[GradientsParams]| parts[1].get::<1>(model.head.bias0.id).unwrap().into_scalar::<f32>();
+    let ratio_stem = stem(&parts) / stem(&loose);
+    let ratio_bias = bias0(&parts) / bias0(&loose);
+    assert!(
+        (ratio_stem - 0.25).abs() < 1e-3 && (ratio_bias - 0.25).abs() < 1e-3,
+        "{ratio_stem} {ratio_bias}"
+    );
+}
