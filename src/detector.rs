@@ -32,8 +32,9 @@ use glint_nn::detector::glip::{Glip, GlipConfig, GlipDetectOptions, GlipError, G
 use glint_nn::detector::grounding_dino::detections;
 use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
 use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
-use glint_nn::weights::glip::GlipCheckpoint;
-use glint_nn::weights::{LoadOptions, WeightsError};
+use glint_nn::weights::glip::{GlipCheckpoint, is_official_glip};
+use glint_nn::weights::idea::IdeaCheckpoint;
+use glint_nn::weights::{LoadOptions, read_pth};
 use glint_train::evaluate::glip_input;
 use image::RgbImage;
 
@@ -142,13 +143,13 @@ impl Detector {
 
     fn from_pth(path: &Path, device: &Device) -> Result<Self, DetectorError> {
         let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
-        match GlipCheckpoint::read(path) {
-            Ok(checkpoint) => return Self::from_official_glip(path, &checkpoint, device),
-            // An official GLIP file that does not convert: say why.
-            Err(error @ WeightsError::Mismatch(_)) => return Err(GlipError::from(error).into()),
-            // Not GLIP's: read as Grounding DINO's, which reports what is wrong with it.
-            Err(_) => {}
+        // Read once (lazily); the keys tell official GLIP from IDEA-Research's Grounding DINO.
+        let tensors = read_pth(path).map_err(GroundingDinoLoadError::from)?;
+        if is_official_glip(tensors.iter().map(|t| t.name.as_str())) {
+            let checkpoint = GlipCheckpoint::from_tensors(path, tensors).map_err(GlipError::from)?;
+            return Self::from_official_glip(path, &checkpoint, device);
         }
+        let checkpoint = IdeaCheckpoint::from_tensors(path, tensors).map_err(GroundingDinoLoadError::from)?;
         let config = match beside("config.json") {
             Some(config) => {
                 GroundingDinoConfig::from_json_file(config).map_err(GroundingDinoLoadError::from)?
@@ -161,7 +162,7 @@ impl Detector {
         let tokenizer = tokenizer_beside(path)?;
         let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
         let model = GroundingDino::new(&config, device).map_err(build)?;
-        let model = model.load_pth(path).map_err(GroundingDinoLoadError::from)?;
+        let model = model.load_idea(&checkpoint).map_err(GroundingDinoLoadError::from)?;
         Ok(Self::new(Model::GroundingDino(model), tokenizer, device, path))
     }
 

@@ -502,10 +502,7 @@ pub fn glip_detections(
 ) -> Vec<Detection> {
     // With the legacy `+1`, the last pixel column is `width - 1` and a box's extent includes its
     // far edge (so NMS measures overlap on boxes one pixel larger).
-    let extra = match convention {
-        BoxConvention::Continuous => 0.0,
-        BoxConvention::PlusOne => 1.0,
-    };
+    let extra = convention.extra();
     let n = centerness.len();
     let len = logits.len().checked_div(n).unwrap_or(0);
     let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());

@@ -174,7 +174,12 @@ impl GroundingDino {
     /// [`crate::weights::idea`]); every problem is reported in one error, by IDEA key where the
     /// tensor came from the file.
     pub fn load_pth(self, path: impl AsRef<Path>) -> Result<Self, WeightsError> {
-        self.load_parts(&Checkpoint::Idea(IdeaCheckpoint::read(path)?))
+        self.load_idea(&IdeaCheckpoint::read(path)?)
+    }
+
+    /// [`Self::load_pth`] from a checkpoint already read and converted.
+    pub fn load_idea(self, checkpoint: &IdeaCheckpoint) -> Result<Self, WeightsError> {
+        self.load_parts(&Checkpoint::Idea(checkpoint))
     }
 
     /// Fill the three parts from one checkpoint, merging their problems into one error.
@@ -309,7 +314,7 @@ enum Checkpoint<'a> {
     /// A transformers `model.safetensors` and its tensors (transformers names).
     Transformers { path: &'a Path, tensors: Vec<PackTensor> },
     /// An IDEA-Research `.pth`, converted to transformers names.
-    Idea(IdeaCheckpoint),
+    Idea(&'a IdeaCheckpoint),
 }
 
 impl Checkpoint<'_> {

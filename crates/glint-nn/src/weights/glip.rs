@@ -46,7 +46,7 @@ use burn::tensor::Bytes;
 use regex::Regex;
 
 use super::idea::split_qkv;
-use super::{LoadOptions, Mismatch, WeightsError, apply_tensors};
+use super::{LoadOptions, Mismatch, WeightsError, apply_converted, read_pth};
 
 /// What one official key becomes.
 enum Target {
@@ -270,7 +270,7 @@ impl GlipCheckpoint {
     /// (all listed).
     pub fn read(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref();
-        Self::from_tensors(path, super::idea::read_pth(path)?)
+        Self::from_tensors(path, read_pth(path)?)
     }
 
     /// Convert tensors named as in an official GLIP state dict; `path` is named in errors.
@@ -350,19 +350,7 @@ impl GlipCheckpoint {
     /// prefix): all or nothing, unexpected and mis-shaped tensors reported under their official
     /// keys.
     pub fn apply<M: Module>(&self, module: M, options: &LoadOptions) -> Result<M, WeightsError> {
-        apply_tensors(module, &self.path, self.tensors.clone(), options).map_err(|error| match error {
-            WeightsError::Mismatch(mut report) => {
-                let source = |name: &str| self.sources.get(name).cloned().unwrap_or_else(|| name.to_string());
-                for key in &mut report.unexpected {
-                    *key = source(key);
-                }
-                for m in &mut report.mis_shaped {
-                    m.key = source(&m.key);
-                }
-                WeightsError::Mismatch(report)
-            }
-            other => other,
-        })
+        apply_converted(module, &self.path, self.tensors.clone(), options, &self.sources)
     }
 }
 

@@ -60,10 +60,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::burn_pack::{Error as PackError, Tensor as PackTensor};
-use burn::store::{ModuleStore, PytorchStore};
 use burn::tensor::Bytes;
 
-use super::{LoadOptions, Mismatch, WeightsError, apply_tensors};
+use super::{LoadOptions, Mismatch, WeightsError, apply_converted, read_pth};
 
 /// What becomes of one tensor of a unit.
 #[derive(Clone, Copy)]
@@ -400,36 +399,7 @@ impl IdeaCheckpoint {
     /// same `options` (prefix, ignores, remaps on transformers names). Unexpected and mis-shaped
     /// tensors are reported under their IDEA keys.
     pub fn apply<M: Module>(&self, module: M, options: &LoadOptions) -> Result<M, WeightsError> {
-        apply_tensors(module, &self.path, self.tensors.clone(), options).map_err(|error| match error {
-            WeightsError::Mismatch(mut report) => {
-                self.name_sources(&mut report);
-                WeightsError::Mismatch(report)
-            }
-            other => other,
-        })
-    }
-
-    /// Rewrite the checkpoint-side names of a report (transformers names) as IDEA keys.
-    fn name_sources(&self, report: &mut Mismatch) {
-        let source = |name: &str| self.sources.get(name).cloned().unwrap_or_else(|| name.to_string());
-        for key in &mut report.unexpected {
-            *key = source(key);
-        }
-        for m in &mut report.mis_shaped {
-            m.key = source(&m.key);
-        }
-        for (_, keys) in &mut report.duplicates {
-            for key in keys.iter_mut() {
-                *key = source(key);
-            }
-        }
-        for line in &mut report.other {
-            if let Some((name, rest)) = line.split_once(": ")
-                && let Some(key) = self.sources.get(name)
-            {
-                *line = format!("{key}: {rest}");
-            }
-        }
+        apply_converted(module, &self.path, self.tensors.clone(), options, &self.sources)
     }
 }
 
@@ -442,35 +412,6 @@ pub fn load_grounding_dino_pth<M: Module>(
     options: &LoadOptions,
 ) -> Result<M, WeightsError> {
     IdeaCheckpoint::read(path)?.apply(module, options)
-}
-
-/// The tensors of a `.pth`: the state dict under `"model"` (IDEA's layout), or the top level.
-pub(super) fn read_pth(path: &Path) -> Result<Vec<PackTensor>, WeightsError> {
-    if !path.is_file() {
-        return Err(WeightsError::Read { path: path.to_path_buf(), message: "no such file".to_string() });
-    }
-    let read = |key: Option<&str>| -> Result<Vec<PackTensor>, String> {
-        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-        if let Some(key) = key {
-            store = store.with_top_level_key(key);
-        }
-        // The reader may panic on a malformed pickle; keep that from escaping as a panic.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store
-                .get_all_tensors()
-                .map(|all| all.values().cloned().collect::<Vec<_>>())
-                .map_err(|e| e.to_string())
-        }))
-        .unwrap_or_else(|_| Err("malformed PyTorch checkpoint".to_string()))
-    };
-    match read(Some("model")) {
-        Ok(tensors) => Ok(tensors),
-        // Not IDEA's `{"model": ...}`: perhaps a bare state dict (the conversion then decides).
-        Err(first) => read(None).map_err(|_| WeightsError::Read {
-            path: path.to_path_buf(),
-            message: format!("{first} (a checkpoint of IDEA-Research's or GLIP's code is a pickled {{\"model\": state_dict}})"),
-        }),
-    }
 }
 
 /// Match `key` against a unit prefix (`#` = a decimal index without leading zeros); returns the

@@ -313,6 +313,73 @@ pub fn apply_tensors<M: Module>(
     apply_checkpoint(module, path.as_ref(), tensors, options)
 }
 
+/// The tensors of an original checkpoint `.pth` (lazily read): the state dict under `"model"`
+/// (the layout IDEA-Research's and GLIP's code save), or the top level.
+pub fn read_pth(path: &Path) -> Result<Vec<PackTensor>, WeightsError> {
+    if !path.is_file() {
+        return Err(WeightsError::Read { path: path.to_path_buf(), message: "no such file".to_string() });
+    }
+    let read = |key: Option<&str>| -> Result<Vec<PackTensor>, String> {
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+        if let Some(key) = key {
+            store = store.with_top_level_key(key);
+        }
+        // The reader may panic on a malformed pickle; keep that from escaping as a panic.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store
+                .get_all_tensors()
+                .map(|all| all.values().cloned().collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("malformed PyTorch checkpoint".to_string()))
+    };
+    match read(Some("model")) {
+        Ok(tensors) => Ok(tensors),
+        // Not IDEA's `{"model": ...}`: perhaps a bare state dict (the conversion then decides).
+        Err(first) => read(None).map_err(|_| WeightsError::Read {
+            path: path.to_path_buf(),
+            message: format!("{first} (a checkpoint of IDEA-Research's or GLIP's code is a pickled {{\"model\": state_dict}})"),
+        }),
+    }
+}
+
+/// [`apply_tensors`] for tensors converted from another checkpoint layout: unexpected,
+/// mis-shaped, duplicated and unreadable tensors are reported under the keys of the original
+/// file (`sources`: converted name -> original key).
+pub(crate) fn apply_converted<M: Module>(
+    module: M,
+    path: &Path,
+    tensors: Vec<PackTensor>,
+    options: &LoadOptions,
+    sources: &HashMap<String, String>,
+) -> Result<M, WeightsError> {
+    apply_tensors(module, path, tensors, options).map_err(|error| match error {
+        WeightsError::Mismatch(mut report) => {
+            let source = |name: &str| sources.get(name).cloned().unwrap_or_else(|| name.to_string());
+            for key in &mut report.unexpected {
+                *key = source(key);
+            }
+            for m in &mut report.mis_shaped {
+                m.key = source(&m.key);
+            }
+            for (_, keys) in &mut report.duplicates {
+                for key in keys.iter_mut() {
+                    *key = source(key);
+                }
+            }
+            for line in &mut report.other {
+                if let Some((name, rest)) = line.split_once(": ")
+                    && let Some(key) = sources.get(name)
+                {
+                    *line = format!("{key}: {rest}");
+                }
+            }
+            WeightsError::Mismatch(report)
+        }
+        other => other,
+    })
+}
+
 fn read_error(path: &Path, e: impl fmt::Display) -> WeightsError {
     WeightsError::Read { path: path.to_path_buf(), message: e.to_string() }
 }

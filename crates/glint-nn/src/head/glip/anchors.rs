@@ -25,7 +25,7 @@ pub enum BoxConvention {
 
 impl BoxConvention {
     /// What is added to `x1 - x0` to get a width.
-    fn extra(self) -> f32 {
+    pub fn extra(self) -> f32 {
         match self {
             Self::Continuous => 0.0,
             Self::PlusOne => 1.0,
