@@ -30,6 +30,7 @@ use glint_data::preprocess::PREPROCESS_FILE;
 use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
 use glint_nn::detector::glip::{Glip, GlipConfig, GlipDetectOptions, GlipError, GlipText};
 use glint_nn::detector::grounding_dino::detections;
+use glint_nn::detector::prompt_tuning::PromptTuning;
 use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
 use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
 use glint_nn::weights::glip::{GlipCheckpoint, is_official_glip};
@@ -37,6 +38,9 @@ use glint_nn::weights::idea::IdeaCheckpoint;
 use glint_nn::weights::{LoadOptions, read_pth};
 use glint_train::evaluate::glip_input;
 use image::RgbImage;
+
+mod exemplar;
+pub use exemplar::Exemplar;
 
 /// The files a Grounding DINO checkpoint directory must hold.
 pub const GROUNDING_DINO_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -131,7 +135,8 @@ impl Detector {
     /// it, else Grounding-DINO-B when the file name contains `swinb`, else Grounding-DINO-T; its
     /// tokenizer is the `tokenizer.json` beside it, else bert-base-uncased's from the hub. So is
     /// an official GLIP checkpoint (`glip_tiny_model_o365_goldg.pth`, told apart by its keys):
-    /// GLIP-T unless a GLIP `config.json` is beside it, with GLIP's evaluation preprocessing.
+    /// GLIP-T or GLIP-L (by its keys) unless a GLIP `config.json` is beside it, with GLIP's
+    /// evaluation preprocessing.
     pub fn from_pretrained(path_or_id: &str, device: &Device) -> Result<Self, DetectorError> {
         let path = Path::new(path_or_id);
         if path.is_file() && path.extension().is_some_and(|e| e == "pth" || e == "pt") {
@@ -166,7 +171,7 @@ impl Detector {
         Ok(Self::new(Model::GroundingDino(model), tokenizer, device, path))
     }
 
-    /// An official GLIP checkpoint: GLIP-T unless a GLIP `config.json` is beside it; GLIP's
+    /// An official GLIP checkpoint: GLIP-T or GLIP-L unless a GLIP `config.json` is beside it; GLIP's
     /// evaluation preprocessing unless a `glint_preprocess.json` is beside it; the tokenizer as
     /// for Grounding DINO.
     fn from_official_glip(
@@ -177,7 +182,7 @@ impl Detector {
         let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
         let config = match beside("config.json") {
             Some(config) => GlipConfig::from_json_file(config)?,
-            None => GlipConfig::glip_t(),
+            None => checkpoint.official_config(),
         };
         let tokenizer = tokenizer_beside(path)?;
         let model = checkpoint.apply(config.init(device)?, &LoadOptions::new()).map_err(GlipError::from)?;
@@ -203,6 +208,23 @@ impl Detector {
         let mut detector = Self::new(Model::Glip(model), tokenizer, device, dir);
         detector.preprocess = read_preprocess(&dir.join(PREPROCESS_FILE))?;
         Ok(detector)
+    }
+
+    /// This GLIP detector with a prompt tuning (`prompt_tuning.safetensors`, as `glint train`
+    /// with `prompt_tuning = true` and `glint fewshot` write it) on top: it then detects its
+    /// tuned prompt only.
+    pub fn with_prompt_tuning(mut self, path: &Path) -> Result<Self, DetectorError> {
+        let Model::Glip(model) = self.model else {
+            return Err(DetectorError::Glip(GlipError::Invalid(format!(
+                "{}: a prompt tuning applies to a GLIP model, not to {}",
+                path.display(),
+                self.dir.display()
+            ))));
+        };
+        let tuning = PromptTuning::load(path, &self.device).map_err(GlipError::from)?;
+        self.model = Model::Glip(model.with_prompt_tuning(tuning)?);
+        self.encoded_prompts = Mutex::default();
+        Ok(self)
     }
 
     fn new(model: Model, tokenizer: TextTokenizer, device: &Device, source: &Path) -> Self {
@@ -359,6 +381,7 @@ impl Detector {
     ) -> Result<Vec<Vec<Detection>>, DetectorError> {
         let prompt_error =
             |source| DetectorError::Prompt { context: format!("prompt \"{}\"", prompt.caption()), source };
+        self.check_prompt_tuning(model, prompt)?;
         let chunks =
             chunk_prompt(prompt, &self.tokenizer, model.config.max_text_len).map_err(prompt_error)?;
         let glip_options = GlipDetectOptions {
@@ -388,7 +411,6 @@ impl Detector {
             let per_image = model.detections(
                 &output,
                 &frames,
-                ids,
                 &encoded.positive_map,
                 chunk.prompt.phrases(),
                 &glip_options,
@@ -414,6 +436,20 @@ impl Detector {
         }
         let nms = options.nms_options();
         Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
+    }
+
+    /// A prompt-tuned model detects its own prompt only.
+    fn check_prompt_tuning(&self, model: &Glip, prompt: &Prompt) -> Result<(), DetectorError> {
+        match &model.prompt_tuning {
+            Some(tuning) if tuning.prompt != prompt.caption() => {
+                Err(DetectorError::Glip(GlipError::Invalid(format!(
+                    "the model's prompt tuning was learnt for the prompt \"{}\", not \"{}\"",
+                    tuning.prompt,
+                    prompt.caption()
+                ))))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The text encoder's features of one prompt (`[1, tokens, hidden]`), encoded once.

@@ -31,7 +31,7 @@ mod detector;
 pub mod device;
 
 pub use burn::tensor::Device;
-pub use detector::{Detector, DetectorError, GROUNDING_DINO_FILES, Model, Profile};
+pub use detector::{Detector, DetectorError, Exemplar, GROUNDING_DINO_FILES, Model, Profile};
 pub use glint_core as core;
 pub use glint_data as data;
 pub use glint_nn as nn;

@@ -235,3 +235,85 @@ fn an_official_glip_pth_with_its_config_beside_it_detects_as_glip_does() {
         assert!(worst < 1e-2, "box {:?} against {:?}", d.bbox, expected.bbox);
     }
 }
+
+#[test]
+fn a_prompt_tuning_shifts_the_scores_of_its_own_prompt_and_refuses_others() {
+    use glint::nn::detector::prompt_tuning::PromptTuning;
+    let device = glint::Device::flex();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glip-shapes-nano");
+    let plain = Detector::from_pretrained(model.to_str().unwrap(), &device).unwrap();
+    let glint::Model::Glip(glip) = plain.model() else { panic!("the shipped model is a GLIP") };
+    let prompt = Prompt::parse("circle . square .").unwrap();
+    let mut tuning = PromptTuning::zeros(
+        prompt.caption(),
+        glip.config.max_text_len,
+        glip.config.text.hidden_size,
+        &device,
+    );
+    tuning.delta = tuning.delta.map(|d| d.ones_like().mul_scalar(0.5));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompt_tuning.safetensors");
+    tuning.save(&file).unwrap();
+    let tuned = Detector::from_pretrained(model.to_str().unwrap(), &device)
+        .unwrap()
+        .with_prompt_tuning(&file)
+        .unwrap();
+
+    let image =
+        load_image(Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/shapes-000807.jpg")).unwrap();
+    let options =
+        DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 20 };
+    let before = plain.detect(&image, &prompt, &options).unwrap();
+    let after = tuned.detect(&image, &prompt, &options).unwrap();
+    assert!(!before.is_empty() && !after.is_empty());
+    assert_ne!(before[0].score, after[0].score, "the offset changes the text features, so the scores");
+
+    let other = Prompt::parse("circle .").unwrap();
+    let error = tuned.detect(&image, &other, &options).expect_err("not the tuned prompt");
+    assert!(error.to_string().contains("circle . square ."), "{error}");
+    let error = Detector::from_pretrained(model.to_str().unwrap(), &device)
+        .unwrap()
+        .with_prompt_tuning(&dir.path().join("missing.safetensors"))
+        .expect_err("no such file");
+    assert!(error.to_string().contains("missing.safetensors"), "{error}");
+}
+
+#[test]
+fn an_exemplar_box_finds_its_own_object_again_and_follows_the_prompt_s_phrases() {
+    use glint::Exemplar;
+    use glint::core::geometry::{BoxXyxy, iou};
+    let device = glint::Device::flex();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glip-shapes-nano");
+    let detector = Detector::from_pretrained(model.to_str().unwrap(), &device).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo");
+    let image = load_image(root.join("shapes-000807.jpg")).unwrap();
+    // The square of shapes-000807 (datasets/demo/shapes-demo-gt.json).
+    let square = BoxXyxy::new(208.71, 79.72, 277.42, 148.43);
+    let exemplar = Exemplar { image: image.clone(), bbox: square, name: "my shape".into() };
+    let options =
+        DetectOptions { box_threshold: 0.3, text_threshold: 0.0, nms_iou: None, max_detections: 20 };
+
+    let found = detector
+        .detect_with_exemplars(std::slice::from_ref(&image), None, std::slice::from_ref(&exemplar), &options)
+        .unwrap();
+    let top = found[0].first().expect("the exemplar's own object is found");
+    assert_eq!((top.phrase.as_str(), top.phrase_index), ("my shape", 0));
+    assert!(iou(&top.bbox, &square) > 0.5, "the best match is the marked square itself: {top:?}");
+
+    // With a prompt, the exemplar is the phrase after the prompt's.
+    let prompt = Prompt::parse("circle . heart .").unwrap();
+    let found = detector
+        .detect_with_exemplars(
+            std::slice::from_ref(&image),
+            Some(&prompt),
+            std::slice::from_ref(&exemplar),
+            &options,
+        )
+        .unwrap();
+    assert!(found[0].iter().any(|d| d.phrase_index == 2 && d.phrase == "my shape"), "{:?}", found[0]);
+    assert!(found[0].iter().all(|d| d.phrase_index <= 2));
+
+    let outside = Exemplar { bbox: BoxXyxy::new(300.0, 300.0, 400.0, 400.0), ..exemplar };
+    let error = detector.detect_with_exemplars(&[image], None, &[outside], &options).expect_err("outside");
+    assert!(error.to_string().contains("exemplar 1"), "{error}");
+}

@@ -36,6 +36,9 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Train a GLIP model from a TOML config (checkpoints, --resume, evaluation).
     Train(commands::train::TrainArgs),
+    /// The K-shot benchmark: K-shot splits × seeds × tuning modes (zero-shot, prompt, linear,
+    /// full), scored with COCO AP, one table of mean ± std over seeds.
+    Fewshot(commands::fewshot::FewShotArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Data(command) => commands::data::run(command),
         Command::Eval(args) => commands::eval::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Fewshot(args) => commands::fewshot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -546,3 +546,26 @@ fn detect_resolves_a_repo_id_through_the_hub_cache_offline() {
     let output = run("glint-test/grounding-dino-tiny", partial.path());
     assert_one_line_error(&output, "model.safetensors");
 }
+
+#[test]
+fn detect_finds_more_of_an_exemplar_box_and_rejects_a_malformed_one() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = repo.join("models/glip-shapes-nano");
+    let image = repo.join("datasets/demo/shapes-000807.jpg");
+    let image = image.to_str().unwrap();
+    let detect = |extra: &[&str]| {
+        let mut args = vec!["detect", "--device", "cpu", "--model", model.to_str().unwrap()];
+        args.extend(extra);
+        args.push(image);
+        glint(&args)
+    };
+    let output = detect(&["--exemplar", &format!("{image}:208,79,278,149"), "--json", "-"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let detections = json[0]["detections"].as_array().unwrap();
+    assert!(!detections.is_empty());
+    assert!(detections.iter().all(|d| d["phrase"] == "exemplar 1"), "{detections:?}");
+
+    assert_one_line_error(&detect(&["--exemplar", &format!("{image}:208,79,278")]), "x0,y0,x1,y1");
+    assert!(!detect(&[]).status.success(), "a prompt or an exemplar is needed");
+}

@@ -177,3 +177,38 @@ fn train_reports_bad_configs_and_occupied_run_directories_in_one_line() {
     one_line_error(&output, "--resume");
     assert_eq!(std::fs::read_to_string(occupied.join("keep.txt")).unwrap(), "mine");
 }
+
+#[test]
+fn fewshot_reports_a_bad_config_or_a_missing_base_model_in_one_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = |config: &Path, needle: &str| {
+        let out = dir.path().join("bench");
+        let output = glint()
+            .args(["fewshot", "--device", "cpu", "--config"])
+            .arg(config)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let text = stderr(&output);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(lines.len(), 1, "{text:?}");
+        assert!(lines[0].contains(needle), "{text:?}");
+        assert!(!out.exists(), "nothing is written for a benchmark that cannot start");
+    };
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "base_model = \"m\"\nshotz = [1]\n").unwrap();
+    fail(&typo, "shotz");
+
+    let missing = dir.path().join("missing.toml");
+    let data = dir.path().join("shapes");
+    std::fs::write(
+        &missing,
+        format!(
+            "base_model = \"no/such/model\"\n[data]\ntrain = {{ kind = \"synth\", dir = {data:?} }}\nval = {{ kind = \"synth\", dir = {data:?}, split = \"val\" }}\n"
+        ),
+    )
+    .unwrap();
+    fail(&missing, "no/such/model/config.json");
+}

@@ -561,6 +561,7 @@ fn token_loss_counts_only_each_caption_s_real_tokens() {
         logits: Tensor::from_data(TensorData::new(logits, [batch, n, len]), &device),
         box_deltas: Tensor::zeros([batch, n, 4], &device),
         centerness: Tensor::zeros([batch, n], &device),
+        regions: Tensor::zeros([batch, n, 1], &device),
         level_sizes: level_sizes.clone(),
     };
     let anchors = anchors(&level_sizes, &[8, 16], 8.0, BoxConvention::Continuous);
@@ -594,6 +595,7 @@ fn zero_deltas_decode_to_the_anchors_and_deltas_follow_the_box_coder() {
         logits: Tensor::zeros([2, n, 1], &device),
         box_deltas: Tensor::from_data(TensorData::new(deltas, [2, n, 4]), &device),
         centerness: Tensor::zeros([2, n], &device),
+        regions: Tensor::zeros([2, n, 1], &device),
         level_sizes: level_sizes.clone(),
     };
     let boxes = model.decode_boxes(&output);
@@ -820,7 +822,7 @@ fn model_detections_map_each_image_s_boxes_with_its_own_frame() {
     // A random model's phrase probabilities are ~0.01 (the prior): keep every candidate.
     let options =
         GlipDetectOptions { candidate_threshold: 0.0, max_detections: 20, ..GlipDetectOptions::default() };
-    let found = model.detections(&output, &frames, ids, &encoded.positive_map, &phrases, &options);
+    let found = model.detections(&output, &frames, &encoded.positive_map, &phrases, &options);
     assert_eq!(found.len(), 2);
     let (small, large) = (&found[0], &found[1]);
     assert!(!small.is_empty() && small.len() <= 20, "{} detections", small.len());

@@ -1,8 +1,8 @@
 //! Official GLIP checkpoints (microsoft/GLIP's `.pth`, maskrcnn-benchmark's module tree):
 //!
-//! - the key list of the official GLIP-T, built from the official code's module tree
-//!   (`tests/fixtures/glip_official/glip_t_keys.tsv`), converts to exactly the parameters of
-//!   [`GlipConfig::glip_t`], each with its shape;
+//! - the key lists of the official GLIP-T and GLIP-L, built from the official code's module tree
+//!   (`tests/fixtures/glip_official/glip_{t,l}_keys.tsv`), convert to exactly the parameters of
+//!   [`GlipConfig::glip_t`] / [`GlipConfig::glip_l`], each with its shape;
 //! - a tiny GLIP built and run by the official code (`tests/fixtures/glip_official/make_tiny.py`:
 //!   GLIP-T's config shrunk, random weights, saved as the official trainer saves) loads, and gives
 //!   the official outputs stage by stage and the official detections.
@@ -65,9 +65,10 @@ fn zeros(name: &str, shape: Vec<usize>, dtype: DType) -> PackTensor {
     })
 }
 
-#[test]
-fn every_key_of_the_official_glip_t_fills_exactly_one_parameter_of_the_right_shape() {
-    let manifest = std::fs::read_to_string(fixtures("glip_official").join("glip_t_keys.tsv")).unwrap();
+/// The keys of an official model's manifest (`key \t shape \t dtype`) as the tensors of a
+/// checkpoint, all zeros.
+fn manifest_checkpoint(manifest: &str, name: &str) -> GlipCheckpoint {
+    let manifest = std::fs::read_to_string(fixtures("glip_official").join(manifest)).unwrap();
     let tensors: Vec<PackTensor> = manifest
         .lines()
         .map(|line| {
@@ -85,12 +86,31 @@ fn every_key_of_the_official_glip_t_fills_exactly_one_parameter_of_the_right_sha
             zeros(&format!("module.{}", fields[0]), shape, dtype)
         })
         .collect();
-    assert_eq!(tensors.len(), 746);
-    let checkpoint = GlipCheckpoint::from_tensors("glip_tiny_model_o365_goldg.pth", tensors).unwrap();
+    GlipCheckpoint::from_tensors(name, tensors).unwrap()
+}
+
+#[test]
+fn every_key_of_the_official_glip_t_fills_exactly_one_parameter_of_the_right_shape() {
+    let checkpoint = manifest_checkpoint("glip_t_keys.tsv", "glip_tiny_model_o365_goldg.pth");
     // 746 keys less 18 buffers and cls_logits' two; 5 scales stacked in one; 24 fused qkv
     // tensors (12 Swin blocks' weights and biases) split in three.
     assert_eq!(checkpoint.tensors().len(), 746 - 18 - 2 - 5 + 1 + 24 * 2);
+    assert_eq!(checkpoint.official_config(), GlipConfig::glip_t());
     let model = GlipConfig::glip_t().init(&Device::flex()).unwrap();
+    if let Err(e) = checkpoint.apply(model, &LoadOptions::new()) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn every_key_of_the_official_glip_l_fills_exactly_one_parameter_of_the_right_shape() {
+    let checkpoint = manifest_checkpoint("glip_l_keys.tsv", "glip_large_model.pth");
+    // 1022 keys less 30 buffers (24 Swin blocks' position indices, 5 anchor sets, BERT's
+    // position ids) and cls_logits' two; 5 scales stacked in one; 48 fused qkv tensors split
+    // in three.
+    assert_eq!(checkpoint.tensors().len(), 1022 - 30 - 2 - 5 + 1 + 48 * 2);
+    assert_eq!(checkpoint.official_config(), GlipConfig::glip_l(), "told from GLIP-T by its keys");
+    let model = GlipConfig::glip_l().init(&Device::flex()).unwrap();
     if let Err(e) = checkpoint.apply(model, &LoadOptions::new()) {
         panic!("{e}");
     }
@@ -188,14 +208,7 @@ fn a_tiny_official_glip_gives_the_official_outputs_and_detections() {
     let phrases: Vec<String> = prompt.phrases().to_vec();
     let frame = InputFrame { original: [224.0, 160.0], scale: [1.0, 1.0] };
     let found = model
-        .detections(
-            &output,
-            &[frame],
-            encoded.tokens.ids(),
-            &encoded.positive_map,
-            &phrases,
-            &GlipDetectOptions::default(),
-        )
+        .detections(&output, &[frame], &encoded.positive_map, &phrases, &GlipDetectOptions::default())
         .remove(0);
     let boxes = io.f32s("det.boxes");
     let scores = io.f32s("det.scores");

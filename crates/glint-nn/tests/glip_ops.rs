@@ -178,6 +178,38 @@ fn glint_deform_conv_matches_torchvision_for_inference_and_training() {
     }
 }
 
+/// The gradients of the training path (what reaches the FPN, the offsets, the masks and the
+/// weights) against torch autograd through torchvision's op.
+fn check_glint_deform_gradient(case: &str, stride: usize) {
+    let device = Device::flex().autodiff();
+    let io = io();
+    let key = |name: &str| format!("{case}.{name}");
+    let input = io.float::<4>(&key("input"), &device).require_grad();
+    let offset = io.float::<4>(&key("offset"), &device).require_grad();
+    let mask = io.float::<4>(&key("mask"), &device).require_grad();
+    let weight = io.float::<4>(&key("weight"), &device).require_grad();
+    let output = modulated_deform_conv(input.clone(), offset.clone(), mask.clone(), weight.clone(), stride);
+    let grads = (output * io.float::<4>(&key("upstream"), &device)).sum().backward();
+    for (name, tensor) in [("input", input), ("offset", offset), ("mask", mask), ("weight", weight)] {
+        let grad = tensor.grad(&grads).unwrap_or_else(|| panic!("{case}: {name} takes part"));
+        let what = format!("{case} gradient of the {name}");
+        common::assert_close(
+            &what,
+            grad,
+            &io.f32s(&key(&format!("grad_{name}"))),
+            &io.shape(&key(&format!("grad_{name}"))),
+            DEFORM_TOL,
+            DEFORM_TOL,
+        );
+    }
+}
+
+#[test]
+fn glint_deform_conv_gradients_match_torch_autograd() {
+    check_glint_deform_gradient("deform", 1);
+    check_glint_deform_gradient("deform_s2", 2);
+}
+
 #[test]
 fn modulated_deform_conv_matches_torchvision_with_samples_outside_the_map() {
     assert!(io().has("deform.bias"));

@@ -12,6 +12,7 @@ use glint_nn::loss::atss::GlipLossConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::pretrain::BackbonePretraining;
 
 /// Everything `glint train` needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,16 @@ pub struct TrainConfig {
     /// Start the backbone from these ImageNet weights (a torchvision ResNet `.pth` or
     /// `.safetensors`); the rest of the model starts random. Not with `init_from`.
     pub backbone_weights: Option<PathBuf>,
+    /// Before the grounding training of a model from scratch, train its backbone as a
+    /// classifier of crops around the training boxes (see [`crate::pretrain`]).
+    pub backbone_pretraining: Option<BackbonePretraining>,
+    /// Parts of the model that are not trained, by weight-name prefix: see [`FREEZABLE`].
+    pub freeze: Vec<String>,
+    /// GLIP's prompt tuning: the model is not trained at all; only an offset on the token
+    /// features of one fixed prompt, the caption of all the categories, is learnt (detection
+    /// data only; captions are that prompt, with no sampled negatives). The saved models hold it
+    /// as `prompt_tuning.safetensors`.
+    pub prompt_tuning: bool,
     pub data: DataConfig,
     pub transforms: TrainTransforms,
     /// Evaluation-time resize and the normalisation used in training and evaluation.
@@ -54,6 +65,9 @@ impl Default for TrainConfig {
             tokenizer: PathBuf::from("tokenizer.json"),
             init_from: None,
             backbone_weights: None,
+            backbone_pretraining: None,
+            freeze: Vec::new(),
+            prompt_tuning: false,
             data: DataConfig::default(),
             transforms: TrainTransforms::default(),
             preprocess: PreprocessConfig::default(),
@@ -81,8 +95,8 @@ pub struct DataConfig {
     /// The set evaluated with COCO AP (detection data: its categories are the prompt).
     pub val: Option<DataSource>,
     /// Keep only these categories (by name) of detection data, in training and evaluation;
-    /// the others' boxes are dropped. Empty = all. With synthetic data, `"base"` stands for
-    /// every base category.
+    /// the others' boxes are dropped. Empty = all. With synthetic data, `"base"` and `"novel"`
+    /// stand for every base or novel category.
     pub categories: Vec<String>,
     /// Detection data become grounding data the GLIP way: the caption of an image lists its
     /// objects' categories and sampled negative ones, shuffled, at most this many in all.
@@ -143,6 +157,10 @@ impl DataSource {
         }
     }
 }
+
+/// The parts `freeze` may name: the image backbone, the FPN, the text encoder, the head's
+/// fusion tower (`head.layers`), or the whole head.
+pub const FREEZABLE: [&str; 5] = ["backbone", "fpn", "text", "head.layers", "head"];
 
 /// AdamW with learning-rate multipliers per part of the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,10 +279,22 @@ impl TrainConfig {
         if self.init_from.is_some() && self.backbone_weights.is_some() {
             return Err("init_from and backbone_weights both set: init_from already holds a backbone".into());
         }
+        if let Some(pretraining) = &self.backbone_pretraining {
+            if self.init_from.is_some() || self.backbone_weights.is_some() {
+                return Err("backbone_pretraining is for a backbone from scratch: not with init_from or backbone_weights".into());
+            }
+            if self.prompt_tuning || self.freeze.iter().any(|p| p == "backbone") {
+                return Err("backbone_pretraining trains the backbone: it cannot be frozen".into());
+            }
+            pretraining.validate()?;
+        }
         if self.backbone_weights.is_some()
             && !matches!(self.model.backbone, glint_nn::detector::glip::GlipBackboneConfig::ResNet(_))
         {
             return Err("backbone_weights (ImageNet weights) load into a resnet backbone only".into());
+        }
+        if let Some(unknown) = self.freeze.iter().find(|p| !FREEZABLE.contains(&p.as_str())) {
+            return Err(format!("freeze: unknown part \"{unknown}\" (one of {FREEZABLE:?})"));
         }
         if !(self.optimizer.lr > 0.0) {
             return Err(format!("optimizer.lr must be positive, got {}", self.optimizer.lr));
@@ -295,7 +325,7 @@ impl TrainConfig {
 }
 
 /// " (line N)" for an error span of a TOML text.
-fn span_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+pub(crate) fn span_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     span.map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
         .unwrap_or_default()
 }

@@ -77,18 +77,22 @@ pub fn load_source(source: &DataSource, keep: Option<&HashSet<String>>) -> Resul
     Ok(LoadedSet { dataset, detection, weight: source.weight(), image_root })
 }
 
-/// The category names to keep: the config's list, with `"base"` expanded to the base
-/// categories of every synthetic source. `None` when the list is empty (keep all).
+/// The category names to keep: the config's list, with `"base"` / `"novel"` expanded to the
+/// base / novel categories of every synthetic source. `None` when the list is empty (keep all).
 pub fn kept_categories(config: &TrainConfig) -> Result<Option<HashSet<String>>, TrainError> {
     if config.data.categories.is_empty() {
         return Ok(None);
     }
     let mut keep = HashSet::new();
     for name in &config.data.categories {
-        if name != "base" {
-            keep.insert(name.to_lowercase());
-            continue;
-        }
+        let split = match name.as_str() {
+            "base" => Split::Base,
+            "novel" => Split::Novel,
+            _ => {
+                keep.insert(name.to_lowercase());
+                continue;
+            }
+        };
         for source in config.data.train.iter().chain(&config.data.val) {
             if let DataSource::Synth { dir, synth, .. } = source {
                 let categories = if dir.join("categories.json").is_file() {
@@ -96,7 +100,7 @@ pub fn kept_categories(config: &TrainConfig) -> Result<Option<HashSet<String>>, 
                 } else {
                     synth.categories()
                 };
-                keep.extend(categories.into_iter().filter(|c| c.split == Split::Base).map(|c| c.name));
+                keep.extend(categories.into_iter().filter(|c| c.split == split).map(|c| c.name));
             }
         }
     }
@@ -192,7 +196,8 @@ pub fn make_example(
             .encode(&sample.caption)
             .map_err(|source| TrainError::Prompt { context: sample.image_path.display().to_string(), source })
     };
-    let (sample, tokens) = if detection {
+    // Prompt tuning learns one prompt: the caption of all categories, as the sample has it.
+    let (sample, tokens) = if detection && !config.prompt_tuning {
         // Fewer negatives until the caption fits the text encoder with every present category.
         let mut max_categories = config.data.max_caption_categories.min(sample.phrases.len());
         loop {

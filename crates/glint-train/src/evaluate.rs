@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use glint_core::detection::Detection;
+use glint_core::detection::{CocoResult, Detection};
 use glint_core::eval::{EvalReport, evaluate_bbox_results};
 use glint_core::prompt::{Prompt, TextTokenizer};
 use glint_data::batch::pad_batch_divisible;
@@ -39,20 +39,17 @@ pub fn glip_input(
 }
 
 /// Detect every category of `dataset` in each of its images with `detect` (images, the prompt
-/// of all categories → detections per image) and score the detections against the COCO file
-/// `ground_truth`. `progress` gets the number of images done.
-pub fn evaluate_with(
+/// of all categories → detections per image): the detections as COCO results. `progress` gets
+/// the number of images done.
+pub fn detect_dataset(
     dataset: &Dataset,
-    ground_truth: &Path,
     batch_size: usize,
     mut detect: impl FnMut(&[RgbImage], &Prompt) -> Result<Vec<Vec<Detection>>, TrainError>,
     mut progress: impl FnMut(usize),
-) -> Result<EvalReport, TrainError> {
+) -> Result<Vec<CocoResult>, TrainError> {
     let names: Vec<&str> = dataset.categories.iter().map(|c| c.name.as_str()).collect();
-    let prompt = Prompt::new(names).map_err(|source| TrainError::Prompt {
-        context: format!("categories of {}", ground_truth.display()),
-        source,
-    })?;
+    let prompt = Prompt::new(names)
+        .map_err(|source| TrainError::Prompt { context: "the dataset's categories".into(), source })?;
     let mut results = Vec::new();
     let mut done = 0;
     for chunk in dataset.samples.chunks(batch_size.max(1)) {
@@ -66,6 +63,18 @@ pub fn evaluate_with(
         done += chunk.len();
         progress(done);
     }
+    Ok(results)
+}
+
+/// [`detect_dataset`], scored against the COCO file `ground_truth`.
+pub fn evaluate_with(
+    dataset: &Dataset,
+    ground_truth: &Path,
+    batch_size: usize,
+    detect: impl FnMut(&[RgbImage], &Prompt) -> Result<Vec<Vec<Detection>>, TrainError>,
+    progress: impl FnMut(usize),
+) -> Result<EvalReport, TrainError> {
+    let results = detect_dataset(dataset, batch_size, detect, progress)?;
     Ok(evaluate_bbox_results(ground_truth, &results)?)
 }
 
@@ -81,28 +90,47 @@ pub fn evaluate(
     device: &Device,
     progress: impl FnMut(usize),
 ) -> Result<EvalReport, TrainError> {
+    let results = detect_glip(model, dataset, preprocess, tokenizer, batch_size, device, progress)?;
+    Ok(evaluate_bbox_results(ground_truth, &results)?)
+}
+
+/// [`detect_dataset`] with a GLIP model (GLIP's default post-processing).
+pub fn detect_glip(
+    model: &Glip,
+    dataset: &Dataset,
+    preprocess: &PreprocessConfig,
+    tokenizer: &TextTokenizer,
+    batch_size: usize,
+    device: &Device,
+    progress: impl FnMut(usize),
+) -> Result<Vec<CocoResult>, TrainError> {
     let options = GlipDetectOptions::default();
     let detect = |images: &[RgbImage], prompt: &Prompt| {
-        let prompt_error = |source| TrainError::Prompt {
-            context: format!("categories of {}", ground_truth.display()),
-            source,
-        };
+        let prompt_error = |source| TrainError::Prompt { context: "the dataset's categories".into(), source };
+        if let Some(tuning) = &model.prompt_tuning
+            && tuning.prompt != prompt.caption()
+        {
+            return Err(TrainError::Detection(format!(
+                "the model's prompt tuning was learnt for \"{}\", not for the dataset's categories (\"{}\")",
+                tuning.prompt,
+                prompt.caption()
+            )));
+        }
         let encoded = tokenizer.encode_prompt(prompt).map_err(prompt_error)?;
         let ids = encoded.tokens.ids();
         if ids.len() > model.config.max_text_len {
-            let message = format!(
-                "the prompt of its categories is {} tokens, more than the model's {}",
+            return Err(TrainError::Detection(format!(
+                "the prompt of the dataset's categories is {} tokens, more than the model's {}",
                 ids.len(),
                 model.config.max_text_len
-            );
-            return Err(TrainError::config(ground_truth, message));
+            )));
         }
         let preprocessed =
             images.iter().map(|image| preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), device)?;
         let text = GlipText::new(&vec![ids; frames.len()], device);
         let output = model.forward(pixels, &text)?;
-        Ok(model.detections(&output, &frames, ids, &encoded.positive_map, prompt.phrases(), &options))
+        Ok(model.detections(&output, &frames, &encoded.positive_map, prompt.phrases(), &options))
     };
-    evaluate_with(dataset, ground_truth, batch_size, detect, progress)
+    detect_dataset(dataset, batch_size, detect, progress)
 }

@@ -1,4 +1,4 @@
-//! glint-train: training GLIP on detection and grounding data.
+//! glint-train: training GLIP on detection and grounding data, and the few-shot benchmark.
 //!
 //! - [`clip`]: gradient clipping by the global norm.
 //! - [`config`]: the TOML training config (model, data, augmentation, optimiser, schedule).
@@ -7,11 +7,17 @@
 //! - [`run`]: the training loop with its run directory: metrics log, atomic checkpoints,
 //!   `--resume`, evaluation and the `best` model.
 //! - [`evaluate`]: COCO AP of a GLIP model on a detection set.
+//! - [`exemplar`]: exemplar prompts (marked boxes as phrases) on a GLIP model.
+//! - [`pretrain`]: backbone pretraining on box crops, for models trained from scratch.
+//! - [`fewshot`]: the K-shot benchmark (`glint fewshot`): splits, tuning modes, the table.
 
 pub mod clip;
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod exemplar;
+pub mod fewshot;
+pub mod pretrain;
 pub mod run;
 
 use std::path::{Path, PathBuf};

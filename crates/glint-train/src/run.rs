@@ -18,6 +18,7 @@
 //! parameter ids, which the optimiser's state is keyed by. Batches and augmentation depend only
 //! on the seed and the step, so a resumed run continues the original's loss curve.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use glint_core::prompt::TextTokenizer;
 use glint_data::batch::pad_batch_divisible;
 use glint_data::preprocess::PREPROCESS_FILE;
 use glint_nn::detector::glip::{Glip, GlipText};
+use glint_nn::detector::prompt_tuning::PromptTuning;
 use glint_nn::loss::atss::{GlipLoss, GroundingTarget};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,7 @@ use crate::data::{
     Example, LoadedSet, draw, kept_categories, load_source, make_example, step_rng, write_ground_truth,
 };
 use crate::evaluate::evaluate;
+use crate::pretrain::{PretrainStep, pretrain_backbone};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -72,11 +75,29 @@ pub struct RunSummary {
 /// Progress reported to the caller (the CLI draws its progress bar from these).
 #[derive(Debug)]
 pub enum Event<'a> {
-    Started { start_step: usize, steps: usize },
+    Started {
+        start_step: usize,
+        steps: usize,
+    },
+    /// A step of the backbone pretraining (before the first step of a new run).
+    Pretraining {
+        step: &'a PretrainStep,
+        steps: usize,
+    },
     Step(&'a StepMetrics),
-    EvalProgress { done: usize, total: usize },
-    Evaluated { step: usize, report: &'a EvalReport, best: bool },
-    Checkpoint { step: usize, dir: &'a Path },
+    EvalProgress {
+        done: usize,
+        total: usize,
+    },
+    Evaluated {
+        step: usize,
+        report: &'a EvalReport,
+        best: bool,
+    },
+    Checkpoint {
+        step: usize,
+        dir: &'a Path,
+    },
 }
 
 /// One step's numbers (a line of `metrics.jsonl`).
@@ -156,6 +177,12 @@ pub fn train(
     if let Some(path) = &config.backbone_weights {
         model.backbone = model.backbone.load_pretrained(path)?;
     }
+    if config.prompt_tuning {
+        let prompt = tuned_prompt(&sets, out)?;
+        let tuning =
+            PromptTuning::zeros(prompt, config.model.max_text_len, config.model.text.hidden_size, device);
+        model = model.with_prompt_tuning(tuning)?;
+    }
     let o = &config.optimizer;
     let adamw = AdamWConfig::new()
         .with_weight_decay(o.weight_decay)
@@ -177,6 +204,8 @@ pub fn train(
         state = read_json(&dir.join("state.json"))?;
         forget_metrics_after(out, state.step)?;
     }
+    // After loading the checkpoint: the frozen parts stay as they were.
+    let mut model = freeze(model, config);
 
     // Files are written once everything has loaded: a config that fails leaves the directory empty.
     let val_gt = match &val {
@@ -191,6 +220,28 @@ pub fn train(
         let toml = toml::to_string_pretty(config).map_err(|e| TrainError::config(out, e))?;
         write_atomic(&out.join("config.toml"), toml.as_bytes())
             .map_err(|e| TrainError::write(&out.join("config.toml"), e))?;
+    }
+    if let Some(pretraining) = config.backbone_pretraining.as_ref().filter(|_| resume_from.is_none()) {
+        let channels = config.model.backbone.out_channels().map_err(|e| TrainError::config(out, e))?;
+        let channels = channels.last().copied().unwrap_or_default();
+        model.backbone = pretrain_backbone(
+            model.backbone.clone(),
+            channels,
+            &sets,
+            pretraining,
+            &config.preprocess,
+            config.seed,
+            device,
+            |step| {
+                if step.pretrain_step % config.log_every == 0 || step.pretrain_step == pretraining.steps {
+                    // Logged as step 0: before the first grounding step, kept by a resume.
+                    let mut line = serde_json::to_value(step).expect("metrics serialise");
+                    line["step"] = 0.into();
+                    let _ = append_metrics(out, &line);
+                }
+                on_event(Event::Pretraining { step, steps: pretraining.steps });
+            },
+        )?;
     }
     let start = state.step;
     on_event(Event::Started { start_step: start, steps: config.steps });
@@ -306,6 +357,39 @@ pub fn train(
     Ok(summary)
 }
 
+/// The prompt a prompt tuning learns: the caption of all categories, the same in every set.
+fn tuned_prompt(sets: &[LoadedSet], out: &Path) -> Result<String, TrainError> {
+    let captions: HashSet<&str> =
+        sets.iter().flat_map(|s| s.dataset.samples.iter().map(|x| &*x.caption)).collect();
+    if sets.iter().any(|s| !s.detection) || captions.len() != 1 {
+        return Err(TrainError::config(
+            out,
+            "prompt_tuning learns one prompt: data.train must be detection sets with the same categories",
+        ));
+    }
+    Ok(captions.into_iter().next().unwrap_or_default().to_string())
+}
+
+/// `model` with the parts the config names frozen, or, for prompt tuning, all but the tuning.
+fn freeze(mut model: Glip, config: &TrainConfig) -> Glip {
+    let frozen = |part: &str| config.prompt_tuning || config.freeze.iter().any(|p| p == part);
+    if frozen("backbone") {
+        model.backbone = model.backbone.freeze();
+    }
+    if frozen("fpn") {
+        model.fpn = model.fpn.freeze();
+    }
+    if frozen("text") {
+        model.text = model.text.freeze();
+    }
+    if frozen("head") {
+        model.head = model.head.freeze();
+    } else if frozen("head.layers") {
+        model.head.layers = model.head.layers.freeze();
+    }
+    model
+}
+
 fn run_eval(
     model: &Glip,
     set: &LoadedSet,
@@ -362,6 +446,12 @@ fn check_same_run(config: &TrainConfig, saved: &Path) -> Result<(), TrainError> 
     Ok(())
 }
 
+/// The newest complete checkpoint of a run directory (a model directory).
+pub fn latest_checkpoint(out: &Path) -> Result<PathBuf, TrainError> {
+    let pointer: Latest = read_json(&out.join("latest.json"))?;
+    Ok(out.join(pointer.checkpoint))
+}
+
 /// Check the run directory: a new run needs it empty or missing; a resumed one needs a
 /// checkpoint. Returns the checkpoint to resume from.
 fn prepare_run_dir(out: &Path, resume: bool) -> Result<Option<PathBuf>, TrainError> {
@@ -371,8 +461,7 @@ fn prepare_run_dir(out: &Path, resume: bool) -> Result<Option<PathBuf>, TrainErr
         if !latest.is_file() {
             return Err(error("has no checkpoint to resume from (no latest.json)".into()));
         }
-        let pointer: Latest = read_json(&latest)?;
-        return Ok(Some(out.join(pointer.checkpoint)));
+        return latest_checkpoint(out).map(Some);
     }
     // Empty, or holding only the files of a run that ended before its first checkpoint.
     let ours = ["config.toml", "val_ground_truth.json", "metrics.jsonl"];

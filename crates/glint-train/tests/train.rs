@@ -5,106 +5,21 @@
 //! Bounds are modest on purpose (the runs are short, so that the tests fit CI): they separate
 //! "learns" from "does not learn", not one good model from another.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+mod common;
 
 use burn::tensor::{Device, Tensor};
+use common::{options, repo, serial, shapes_dir, tiny_config};
 use glint_core::prompt::TextTokenizer;
 use glint_data::coco::{load_coco, write_coco};
-use glint_data::synth::SynthConfig;
-use glint_data::transforms::TrainTransforms;
 use glint_nn::backbone::resnet::{ResNetBlockKind, ResNetConfig, torchvision_load_options};
 use glint_nn::detector::glip::{Glip, GlipBackbone, GlipBackboneConfig, GlipConfig};
+use glint_nn::detector::prompt_tuning::PROMPT_TUNING_FILE;
 use glint_nn::weights::load_safetensors;
-use glint_train::config::{DataSource, Decay, ScheduleConfig};
+use glint_train::config::DataSource;
 use glint_train::data::{kept_categories, load_source, make_example, write_ground_truth};
 use glint_train::evaluate::evaluate;
 use glint_train::{RunOptions, TrainConfig, TrainError, train};
 use rand::SeedableRng;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// One synthetic dataset for every test of this file: 40 images of 128 px with one or two shapes.
-fn shapes_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = SynthConfig {
-            images: 40,
-            image_size: 128,
-            seed: 3,
-            val_fraction: 0.25,
-            min_objects: 1,
-            max_objects: 2,
-            max_distractors: 0,
-            ..SynthConfig::default()
-        };
-        glint_data::synth::generate(&config, &dir.path().join("shapes"), |_| {}).expect("synthetic data");
-        dir
-    })
-    .path()
-}
-
-/// A tiny GLIP on two shape categories of the synthetic set.
-fn tiny_config(steps: usize) -> TrainConfig {
-    let shapes = shapes_dir().join("shapes");
-    let source = |split: &str| DataSource::Synth {
-        dir: shapes.clone(),
-        synth: SynthConfig::default(),
-        split: split.into(),
-        weight: 1.0,
-    };
-    let mut config = TrainConfig {
-        model: GlipConfig::tiny(),
-        tokenizer: repo().join("tests/fixtures/tokenizer/tokenizer.json"),
-        transforms: TrainTransforms {
-            flip_prob: 0.5,
-            scales: vec![128],
-            max_size: 128,
-            crop_prob: 0.0,
-            ..TrainTransforms::default()
-        },
-        batch_size: 4,
-        steps,
-        checkpoint_every: 1000,
-        log_every: 1,
-        schedule: ScheduleConfig {
-            warmup_steps: 5,
-            warmup_factor: 0.1,
-            decay: Decay::Cosine { min_factor: 0.1 },
-        },
-        ..TrainConfig::default()
-    };
-    config.data.train = vec![source("train")];
-    config.data.val = Some(source("val"));
-    config.data.categories = vec!["circle".into(), "square".into(), "triangle".into()];
-    config.data.max_caption_categories = 3;
-    config.preprocess.shortest_edge = 128;
-    config.preprocess.longest_edge = 128;
-    config.optimizer.lr = 3e-3;
-    config.optimizer.backbone_lr_mult = 1.0;
-    config.optimizer.text_lr_mult = 1.0;
-    config
-}
-
-/// Burn's CPU random generator (model initialisation) is one per process: tests that train run
-/// one at a time so that each run's initial weights follow its seed.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // A resumed optimiser's state is loaded on Burn's default device: keep it on the CPU, as
-    // the `glint` binary does. Safe here: the lock keeps the other tests of this binary waiting.
-    if std::env::var_os("BURN_DEVICE").is_none() {
-        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
-    }
-    guard
-}
-
-fn options(out: &Path) -> RunOptions {
-    RunOptions { out: out.to_path_buf(), resume: false, device: Device::flex().autodiff(), stop_after: None }
-}
 
 fn mean(values: &[f32]) -> f32 {
     values.iter().sum::<f32>() / values.len() as f32
@@ -390,4 +305,152 @@ fn clipping_scales_all_gradients_together_to_the_global_norm() {
         (ratio_stem - 0.25).abs() < 1e-3 && (ratio_bias - 0.25).abs() < 1e-3,
         "{ratio_stem} {ratio_bias}"
     );
+}
+
+/// A tiny model trained `steps` steps in `dir/base`, and a config of as many steps that starts
+/// from it (no validation); returns the config and the base model's directory.
+fn fine_tuning(dir: &std::path::Path, steps: usize) -> (TrainConfig, std::path::PathBuf) {
+    let mut config = tiny_config(steps);
+    config.data.val = None;
+    let base = dir.join("base");
+    train(&config, &options(&base), |_| {}).expect("the base trains");
+    let base_dir = base.join(format!("checkpoints/step-{steps:06}"));
+    config.init_from = Some(base_dir.clone());
+    (config, base_dir)
+}
+
+/// The largest absolute difference between two models' weights, per top-level part.
+fn moved(a: &Glip, b: &Glip) -> [(&'static str, f32); 4] {
+    use burn::module::Module;
+    let params = |g: &Glip, part: &str| {
+        let mut collector = ParamCollector::default();
+        match part {
+            "backbone" => g.backbone.visit(&mut collector),
+            "fpn" => g.fpn.visit(&mut collector),
+            "text" => g.text.visit(&mut collector),
+            _ => g.head.visit(&mut collector),
+        }
+        Tensor::cat(collector.0, 0)
+    };
+    ["backbone", "fpn", "text", "head"]
+        .map(|part| (part, (params(a, part) - params(b, part)).abs().max().into_scalar::<f32>()))
+}
+
+/// Every float parameter of a module, flattened.
+#[derive(Default)]
+struct ParamCollector(Vec<Tensor<1>>);
+
+impl burn::module::ModuleVisitor for ParamCollector {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.val().flatten(0, D - 1));
+    }
+}
+
+#[test]
+fn frozen_parts_keep_their_weights_and_the_rest_trains() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let (mut config, base_dir) = fine_tuning(out.path(), 2);
+    config.freeze = vec!["backbone".into(), "text".into()];
+    let run = out.path().join("frozen");
+    train(&config, &options(&run), |_| {}).expect("fine-tuning runs");
+
+    let device = Device::flex();
+    let before = Glip::from_dir(&base_dir, &device).unwrap();
+    let after = Glip::from_dir(run.join("checkpoints/step-000002"), &device).unwrap();
+    let [backbone, fpn, text, head] = moved(&before, &after);
+    assert_eq!(backbone.1, 0.0, "the backbone is frozen");
+    assert_eq!(text.1, 0.0, "the text encoder is frozen");
+    assert!(fpn.1 > 0.0 && head.1 > 0.0, "the FPN ({}) and the head ({}) train", fpn.1, head.1);
+
+    let mut typo = tiny_config(1);
+    typo.freeze = vec!["backbon".into()];
+    let error = train(&typo, &options(&out.path().join("typo")), |_| {}).expect_err("an unknown part");
+    assert!(error.to_string().contains("backbon"), "{error}");
+}
+
+#[test]
+fn prompt_tuning_learns_an_offset_for_the_prompt_and_nothing_else() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let (mut config, base_dir) = fine_tuning(out.path(), 3);
+    config.prompt_tuning = true;
+    config.optimizer.lr = 1e-2;
+    let run = out.path().join("prompt");
+    train(&config, &options(&run), |_| {}).expect("prompt tuning runs");
+
+    let device = Device::flex();
+    let tuned_dir = run.join("checkpoints/step-000003");
+    let offset =
+        std::fs::metadata(tuned_dir.join(PROMPT_TUNING_FILE)).expect("the offset is saved beside").len();
+    assert!(offset < 64 * 1024, "the offset alone is small: {offset} bytes");
+    let before = Glip::from_dir(&base_dir, &device).unwrap();
+    let tuned = Glip::from_dir(&tuned_dir, &device).unwrap();
+    for (part, diff) in moved(&before, &tuned) {
+        assert_eq!(diff, 0.0, "the model's {part} is not trained");
+    }
+    let tuning = tuned.prompt_tuning.as_ref().expect("the model directory holds its prompt tuning");
+    assert_eq!(tuning.prompt, "circle . square . triangle .");
+    let delta = tuning.delta.val().abs().max().into_scalar::<f32>();
+    assert!(delta > 0.0, "the offset is learnt");
+
+    // The offset shifts the text features of its prompt, and so the scores.
+    let tokenizer = TextTokenizer::from_file(&config.tokenizer).unwrap();
+    let ids = tokenizer.encode(&tuning.prompt).unwrap().ids().to_vec();
+    let text = glint_nn::detector::glip::GlipText::new(&[&ids], &device);
+    let shift = (tuned.encode_text(&text) - before.encode_text(&text)).abs().max().into_scalar::<f32>();
+    assert!((shift - delta).abs() < 1e-6, "features move by the offset: {shift} vs {delta}");
+
+    // Scored on other categories, the tuned model says what it was tuned for.
+    let keep = ["circle", "square"].map(String::from).into_iter().collect();
+    let val = load_source(tiny_config(1).data.val.as_ref().unwrap(), Some(&keep)).unwrap();
+    let gt = out.path().join("val.json");
+    write_ground_truth(&val, &gt).unwrap();
+    let error = evaluate(&tuned, &val.dataset, &gt, &config.preprocess, &tokenizer, 4, &device, |_| {})
+        .expect_err("another prompt");
+    assert!(error.to_string().contains("circle . square . triangle ."), "{error}");
+}
+
+#[test]
+fn backbone_pretraining_learns_the_categories_from_box_crops_before_grounding() {
+    use glint_train::pretrain::BackbonePretraining;
+    use glint_train::run::Event;
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(1);
+    config.data.val = None;
+    config.model.backbone = GlipBackboneConfig::ResNet(ResNetConfig {
+        block: ResNetBlockKind::Basic,
+        layers: [1, 1, 1, 1],
+        base_width: 8,
+        freeze_at: 0,
+        frozen_norm: false,
+        ..ResNetConfig::resnet50()
+    });
+    config.backbone_pretraining =
+        Some(BackbonePretraining { steps: 60, batch_size: 16, crop_size: 32, ..Default::default() });
+    let mut steps = Vec::new();
+    let run = out.path().join("run");
+    train(&config, &options(&run), |event| {
+        if let Event::Pretraining { step, .. } = event {
+            steps.push(step.clone());
+        }
+    })
+    .expect("pretraining, then training runs");
+    assert_eq!(steps.len(), 60);
+    let accuracy = |s: &[glint_train::pretrain::PretrainStep]| {
+        s.iter().map(|s| s.accuracy).sum::<f32>() / s.len() as f32
+    };
+    let (first, last) = (accuracy(&steps[..10]), accuracy(&steps[50..]));
+    eprintln!("crop accuracy: {first:.2} in the first 10 steps, {last:.2} in the last 10");
+    // Three categories: chance is 1/3.
+    assert!(last > 0.6 && last > first, "crop accuracy went from {first:.2} to {last:.2}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().any(|l| l.contains("\"pretrain_step\":60")), "{metrics}");
+
+    // Pretraining is for a backbone from scratch.
+    let mut both = config.clone();
+    both.init_from = Some(run.join("checkpoints/step-000001"));
+    let error = train(&both, &options(&out.path().join("both")), |_| {}).expect_err("with init_from");
+    assert!(error.to_string().contains("backbone_pretraining"), "{error}");
 }

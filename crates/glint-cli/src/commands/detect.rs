@@ -1,4 +1,5 @@
-//! `glint detect`: boxes for a text prompt in images, as JSON and annotated copies.
+//! `glint detect`: boxes for a text prompt (and exemplar boxes) in images, as JSON and annotated
+//! copies.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -6,12 +7,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use glint::Detector;
 use glint::core::detection::Detection;
+use glint::core::geometry::BoxXyxy;
 use glint::core::prompt::Prompt;
 use glint::data::annotate::{annotate, annotated_path, write_annotated};
 use glint::data::image_io::load_image;
 use glint::nn::detector::DetectOptions;
+use glint::{Detector, Exemplar};
 use serde::Serialize;
 
 use super::device::DeviceArgs;
@@ -26,9 +28,18 @@ pub struct DetectArgs {
     /// (glip_tiny_model_o365_goldg.pth).
     #[arg(long, value_name = "DIR_REPO_ID_OR_PTH")]
     model: String,
+    /// A GLIP prompt tuning to apply on top of the model (prompt_tuning.safetensors, from glint
+    /// fewshot or a prompt-tuning glint train); --prompt must then be the prompt it was tuned for.
+    #[arg(long, value_name = "FILE")]
+    prompt_tuning: Option<PathBuf>,
     /// What to find: phrases separated by " . ", e.g. "cat . remote control .".
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "exemplar")]
+    prompt: Option<String>,
+    /// An example of what to find, IMAGE:x0,y0,x1,y1 (a box in that image's pixels), with no
+    /// training (GLIP models): its detections are phrase "exemplar N" after the prompt's.
+    /// Repeatable; --prompt is then optional.
+    #[arg(long, value_name = "IMAGE:x0,y0,x1,y1")]
+    exemplar: Vec<String>,
     /// Images to search.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -91,7 +102,16 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     {
         bail!("--nms-iou {iou} is outside [0, 1]");
     }
-    let prompt = Prompt::parse(&args.prompt).with_context(|| format!("prompt \"{}\"", args.prompt))?;
+    let prompt = match &args.prompt {
+        Some(text) => Some(Prompt::parse(text).with_context(|| format!("prompt \"{text}\""))?),
+        None => None,
+    };
+    let exemplars = args
+        .exemplar
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| parse_exemplar(spec, i))
+        .collect::<anyhow::Result<Vec<Exemplar>>>()?;
     let outputs = plan_outputs(&args)?;
     let options = DetectOptions {
         box_threshold: args.box_threshold,
@@ -102,7 +122,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
 
     let device = args.device.open()?;
     let started = Instant::now();
-    let detector = Detector::from_pretrained(&args.model, &device.device)?;
+    let mut detector = Detector::from_pretrained(&args.model, &device.device)?;
+    if let Some(path) = &args.prompt_tuning {
+        detector = detector.with_prompt_tuning(path)?;
+    }
     tracing::info!(
         "loaded {} in {:.2?} on {}",
         detector.dir().display(),
@@ -116,7 +139,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     {
         let images = batch_paths.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
-        let found = detector.detect_batch(&images, &prompt, &options)?;
+        let found = match (&prompt, exemplars.is_empty()) {
+            (Some(prompt), true) => detector.detect_batch(&images, prompt, &options)?,
+            (prompt, _) => detector.detect_with_exemplars(&images, prompt.as_ref(), &exemplars, &options)?,
+        };
         tracing::info!("{} image(s) in {:.2?}", images.len(), started.elapsed());
         for ((path, image), (detections, output)) in
             batch_paths.iter().zip(&images).zip(found.into_iter().zip(batch_outputs))
@@ -169,6 +195,26 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `IMAGE:x0,y0,x1,y1` as the `i`-th exemplar (0-based), its image loaded.
+fn parse_exemplar(spec: &str, i: usize) -> anyhow::Result<Exemplar> {
+    let (path, coords) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("--exemplar \"{spec}\": expected IMAGE:x0,y0,x1,y1"))?;
+    let values: Vec<f32> = coords
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<f32>| v.len() == 4 && v.iter().all(|x| x.is_finite()))
+        .with_context(|| format!("--exemplar \"{spec}\": the box must be four numbers x0,y0,x1,y1"))?;
+    let image = load_image(Path::new(path))?;
+    Ok(Exemplar {
+        image,
+        bbox: BoxXyxy::new(values[0], values[1], values[2], values[3]),
+        name: format!("exemplar {}", i + 1),
+    })
 }
 
 /// Where each image's annotated copy goes (all decided before anything is written, so that no

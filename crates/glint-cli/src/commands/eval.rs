@@ -27,6 +27,10 @@ pub struct EvalArgs {
     /// GLIP model directory (glint train) or a Grounding DINO checkpoint (as for `glint detect`).
     #[arg(long, value_name = "DIR_OR_REPO_ID", requires = "images")]
     model: Option<String>,
+    /// A GLIP prompt tuning to apply on top of --model (prompt_tuning.safetensors), tuned for
+    /// the prompt of the ground truth's categories.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    prompt_tuning: Option<PathBuf>,
     /// Where the ground truth's `file_name`s are (with --model).
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
@@ -82,7 +86,10 @@ fn evaluate_model(args: &EvalArgs, model: &str, images: &Path) -> anyhow::Result
     }
     let dataset = load_coco(&args.gt, images)?;
     let device = args.device.open()?;
-    let detector = Detector::from_pretrained(model, &device.device)?;
+    let mut detector = Detector::from_pretrained(model, &device.device)?;
+    if let Some(path) = &args.prompt_tuning {
+        detector = detector.with_prompt_tuning(path)?;
+    }
     let options =
         DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 100 };
     let total = dataset.samples.len();

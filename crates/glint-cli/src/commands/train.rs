@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use glint_train::run::Event;
 use glint_train::{RunOptions, TrainConfig, train};
@@ -28,13 +27,7 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig::from_toml_file(&args.config)?;
-    let out = match args.out {
-        Some(out) => out,
-        None => {
-            let name = args.config.file_stem().context("the config path has no file name")?;
-            PathBuf::from("runs").join(name)
-        }
-    };
+    let out = super::out_dir(&args.config, args.out)?;
     let opened = args.device.open()?;
     let options = RunOptions {
         out: out.clone(),
@@ -54,6 +47,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             bar.set_position(start_step as u64);
             bar.reset_eta();
         }
+        Event::Pretraining { step, steps } => bar.set_message(format!(
+            "backbone pretraining {}/{steps}: loss {:.3}, accuracy {:.2}",
+            step.pretrain_step, step.loss, step.accuracy
+        )),
         Event::Step(m) => {
             bar.set_position(m.step as u64);
             bar.set_message(format!(

@@ -60,6 +60,14 @@ impl PositiveMap {
         Self::from_spans(caption, &spans)
     }
 
+    /// The map with `count` more phrases after these, phrase `num_phrases + i` being a single
+    /// new token `num_tokens + i` (scores appended after the caption's tokens: exemplars).
+    pub fn with_appended_phrases(&self, count: usize) -> Self {
+        let mut phrase_tokens = self.phrase_tokens.clone();
+        phrase_tokens.extend((0..count).map(|i| vec![self.num_tokens + i]));
+        Self { num_tokens: self.num_tokens + count, phrase_tokens }
+    }
+
     pub fn num_phrases(&self) -> usize {
         self.phrase_tokens.len()
     }

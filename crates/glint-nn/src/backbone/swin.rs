@@ -195,6 +195,12 @@ impl SwinConfig {
         }
     }
 
+    /// Swin-L (384 variant, GLIP-L's backbone): patch 4, embed 192, depths [2, 2, 18, 2], heads
+    /// [6, 12, 24, 48], window 12, stages 2-4 out.
+    pub fn swin_large() -> Self {
+        Self { embed_dim: 192, num_heads: vec![6, 12, 24, 48], ..Self::swin_base() }
+    }
+
     /// Number of stages (not counting the stem).
     pub fn num_stages(&self) -> usize {
         self.depths.len()

@@ -3,7 +3,8 @@
 //!
 //! A GLIP model directory (what `glint train` writes) holds `config.json` ([`GlipConfig`]),
 //! `model.safetensors` (PyTorch layout, see [`crate::weights::save_safetensors`]) and the
-//! tokenizer (`tokenizer.json`); the image preprocessing is the caller's (glint-data).
+//! tokenizer (`tokenizer.json`); the image preprocessing is the caller's (glint-data). A
+//! prompt-tuned model also holds `prompt_tuning.safetensors` ([`PromptTuning`]).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use crate::backbone::fpn::{Fpn, fpn};
 use crate::backbone::poolformer::{PoolFormer, PoolFormerConfig};
 use crate::backbone::resnet::{ResNet, ResNetConfig, torchvision_load_options};
 use crate::backbone::{SwinBackbone, SwinConfig, SwinError};
+use crate::detector::prompt_tuning::{PROMPT_TUNING_FILE, PromptTuning, PromptTuningError};
 use crate::fusion::FusionError;
 use crate::head::glip::anchors::{BoxConvention, anchors, boxes_tensor, decode_boxes};
 use crate::head::glip::{CoarserOffsets, GlipHead, GlipHeadConfig, GlipHeadOutput};
@@ -187,6 +189,8 @@ pub enum GlipError {
     Fusion(#[from] FusionError),
     #[error(transparent)]
     Backbone(#[from] SwinError),
+    #[error(transparent)]
+    PromptTuning(#[from] PromptTuningError),
 }
 
 impl GlipConfig {
@@ -197,6 +201,16 @@ impl GlipConfig {
     /// legacy `+1` pixel convention, prompts up to 256 tokens.
     pub fn glip_t() -> Self {
         Self { backbone: GlipBackboneConfig::Swin(SwinConfig::swin_tiny()), ..Self::default() }
+    }
+
+    /// GLIP-L as the official `glip_large_model.pth` was trained (`glip_Swin_L.yaml`): Swin-L
+    /// and eight tower layers, otherwise GLIP-T's shape.
+    pub fn glip_l() -> Self {
+        Self {
+            backbone: GlipBackboneConfig::Swin(SwinConfig::swin_large()),
+            head: GlipHeadConfig { num_layers: 8, fusion_init_scale: 1.0 / 8.0, ..GlipHeadConfig::default() },
+            ..Self::default()
+        }
     }
 
     /// A tiny GLIP (about 0.5 M parameters, most of them BERT's word embeddings) for tests and
@@ -302,6 +316,7 @@ impl GlipConfig {
             fpn: fpn(&channels, self.fpn_channels, 2, device),
             text: self.text.init(device),
             head: self.head.init(self.fpn_channels, channels.len() + 2, &self.text, device)?,
+            prompt_tuning: None,
             config: self.clone(),
         })
     }
@@ -331,6 +346,9 @@ pub struct Glip {
     pub fpn: Fpn,
     pub text: Bert,
     pub head: GlipHead,
+    /// An offset learnt for one prompt, added to the text encoder's output (not saved in
+    /// `model.safetensors`, but beside it).
+    pub prompt_tuning: Option<PromptTuning>,
     #[module(skip)]
     pub config: GlipConfig,
 }
@@ -339,12 +357,30 @@ pub struct Glip {
 pub const GLIP_WEIGHTS: &str = "model.safetensors";
 
 impl Glip {
-    /// Load `config.json` and `model.safetensors` from a model directory.
+    /// Load `config.json` and `model.safetensors` from a model directory, and its
+    /// `prompt_tuning.safetensors` if it has one.
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self, GlipError> {
         let dir = dir.as_ref();
         let config = GlipConfig::from_json_file(dir.join("config.json"))?;
         let model = config.init(device)?;
-        Ok(load_safetensors(model, dir.join(GLIP_WEIGHTS), &LoadOptions::new())?)
+        let mut model = load_safetensors(model, dir.join(GLIP_WEIGHTS), &LoadOptions::new())?;
+        if dir.join(PROMPT_TUNING_FILE).is_file() {
+            model = model.with_prompt_tuning(PromptTuning::load(dir.join(PROMPT_TUNING_FILE), device)?)?;
+        }
+        Ok(model)
+    }
+
+    /// This model with `tuning` added to its text features; its width must be the text encoder's.
+    pub fn with_prompt_tuning(mut self, tuning: PromptTuning) -> Result<Self, GlipError> {
+        let [_, dim] = tuning.delta.val().dims();
+        if dim != self.config.text.hidden_size {
+            return Err(GlipError::Invalid(format!(
+                "the prompt tuning has {dim} features per token, the model's text encoder {}",
+                self.config.text.hidden_size
+            )));
+        }
+        self.prompt_tuning = Some(tuning);
+        Ok(self)
     }
 
     /// Load an official GLIP checkpoint (microsoft/GLIP's `.pth`, see [`crate::weights::glip`])
@@ -354,7 +390,8 @@ impl Glip {
         Ok(GlipCheckpoint::read(path)?.apply(self, &LoadOptions::new())?)
     }
 
-    /// Write `config.json` and `model.safetensors` into `dir` (created if missing), each atomically.
+    /// Write `config.json` and `model.safetensors` into `dir` (created if missing), each
+    /// atomically, and the prompt tuning, if any, as `prompt_tuning.safetensors`.
     pub fn save_dir(&self, dir: impl AsRef<Path>) -> Result<(), GlipError> {
         let dir = dir.as_ref();
         let path = dir.join("config.json");
@@ -363,14 +400,26 @@ impl Glip {
         std::fs::create_dir_all(dir).map_err(write_error)?;
         let json = serde_json::to_string_pretty(&self.config).expect("a GLIP config serialises");
         glint_core::io::write_atomic(&path, json.as_bytes()).map_err(write_error)?;
-        save_safetensors(self, dir.join(GLIP_WEIGHTS))?;
+        match &self.prompt_tuning {
+            Some(tuning) => {
+                let base = Glip { prompt_tuning: None, ..self.clone() };
+                save_safetensors(&base, dir.join(GLIP_WEIGHTS))?;
+                tuning.save(dir.join(PROMPT_TUNING_FILE))?;
+            }
+            None => save_safetensors(self, dir.join(GLIP_WEIGHTS))?,
+        }
         Ok(())
     }
 
-    /// The text encoder's features `[B, L, D]` of a batch of prompts.
+    /// The text encoder's features `[B, L, D]` of a batch of prompts (with the prompt tuning's
+    /// offset, if the model has one: callers check that the prompt is the tuned one).
     pub fn encode_text(&self, text: &GlipText) -> Tensor<3> {
         let mask = BertAttentionMask::Padding(text.padding.clone().bool_not());
-        self.text.forward(BertInput::new(text.input_ids.clone()).with_attention_mask(mask))
+        let features = self.text.forward(BertInput::new(text.input_ids.clone()).with_attention_mask(mask));
+        match &self.prompt_tuning {
+            Some(tuning) => tuning.apply(features),
+            None => features,
+        }
     }
 
     /// `pixel_values [B, 3, H, W]` (sides a multiple of [`GlipConfig::size_divisibility`]) and
@@ -397,13 +446,12 @@ impl Glip {
     }
 
     /// The detections of one prompt in each image of a batch, from the model's output on it.
-    /// `frames[b]` maps image `b` back to its original pixels; `ids` are the prompt's token ids,
-    /// `positive_map` / `phrases` its phrases.
+    /// `frames[b]` maps image `b` back to its original pixels; `positive_map` / `phrases` are
+    /// the prompt's phrases (the map's tokens are the logits' first columns).
     pub fn detections(
         &self,
         output: &GlipHeadOutput,
         frames: &[InputFrame],
-        ids: &[u32],
         positive_map: &PositiveMap,
         phrases: &[String],
         options: &GlipDetectOptions,
@@ -422,7 +470,7 @@ impl Glip {
                     image_rows(&boxes, b, frames.len()),
                     image_rows(&centerness, b, frames.len()),
                     &output.level_sizes,
-                    ids.len(),
+                    positive_map.num_tokens(),
                     positive_map,
                     phrases,
                     self.config.phrase_reduction,

@@ -341,6 +341,15 @@ impl GlipCheckpoint {
         &self.tensors
     }
 
+    /// The official model these weights are: GLIP-L (eight tower layers) or else GLIP-T.
+    pub fn official_config(&self) -> crate::detector::glip::GlipConfig {
+        use crate::detector::glip::GlipConfig;
+        match self.tensors.iter().any(|t| t.name.starts_with("head.layers.7.")) {
+            true => GlipConfig::glip_l(),
+            false => GlipConfig::glip_t(),
+        }
+    }
+
     /// The official key (as in the file) a converted tensor came from.
     pub fn source(&self, name: &str) -> Option<&str> {
         self.sources.get(name).map(String::as_str)

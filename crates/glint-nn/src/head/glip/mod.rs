@@ -166,6 +166,9 @@ pub struct GlipHeadOutput {
     pub box_deltas: Tensor<3>,
     /// `[B, N]` centerness logits.
     pub centerness: Tensor<2>,
+    /// `[B, N, C]` each anchor's region feature, the one its alignment logits score against the
+    /// projected tokens (exemplar prompts embed a box with it).
+    pub regions: Tensor<3>,
     /// `[H, W]` of every level.
     pub level_sizes: Vec<[usize; 2]>,
 }
@@ -234,11 +237,14 @@ impl GlipHead {
         let mut logits = Vec::with_capacity(levels.len());
         let mut deltas = Vec::with_capacity(levels.len());
         let mut centerness = Vec::with_capacity(levels.len());
+        let mut all_regions = Vec::with_capacity(levels.len());
         for (l, x) in levels.into_iter().enumerate() {
             let regions = x.clone().flatten::<3>(2, 3).swap_dims(1, 2); // [B, HW, C]
             logits.push(
-                regions.matmul(projected.clone().swap_dims(1, 2)) * inv_scale.clone() + token_bias.clone(),
+                regions.clone().matmul(projected.clone().swap_dims(1, 2)) * inv_scale.clone()
+                    + token_bias.clone(),
             );
+            all_regions.push(regions);
             let scale = self.scales.val().narrow(0, l, 1).reshape([1, 1, 1, 1]);
             deltas.push((self.bbox_pred.forward(x.clone()) * scale).flatten::<3>(2, 3).swap_dims(1, 2));
             centerness.push(self.centerness.forward(x).flatten::<2>(1, 3));
@@ -247,6 +253,7 @@ impl GlipHead {
             logits: Tensor::cat(logits, 1).clamp(-LOGIT_CLAMP, LOGIT_CLAMP),
             box_deltas: Tensor::cat(deltas, 1),
             centerness: Tensor::cat(centerness, 1),
+            regions: Tensor::cat(all_regions, 1),
             level_sizes,
         })
     }
