@@ -2,8 +2,10 @@
 //! loss (on grounding logits), GIoU between boxes, and binary cross-entropy on logits. Each is
 //! element-wise or per pair (reduction `"none"`), so callers choose how to normalise; each is
 //! checked against torchvision / PyTorch on fixtures (`tests/fixtures/make_glip_ops.py`).
+//! [`atss`] is GLIP's loss and [`grounding_dino`] Grounding DINO's set loss.
 
 pub mod atss;
+pub mod grounding_dino;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, sigmoid};
