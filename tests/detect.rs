@@ -276,6 +276,16 @@ fn a_prompt_tuning_shifts_the_scores_of_its_own_prompt_and_refuses_others() {
         .with_prompt_tuning(&dir.path().join("missing.safetensors"))
         .expect_err("no such file");
     assert!(error.to_string().contains("missing.safetensors"), "{error}");
+    // A model's weights are not a prompt tuning.
+    let error = Detector::from_pretrained(model.to_str().unwrap(), &device)
+        .unwrap()
+        .with_prompt_tuning(&model.join("model.safetensors"))
+        .expect_err("not a prompt tuning");
+    assert!(
+        error.to_string().contains("model.safetensors")
+            && error.to_string().contains("not a glint prompt tuning"),
+        "{error}"
+    );
 }
 
 #[test]
