@@ -381,15 +381,10 @@ impl Detector {
     ) -> Result<Vec<Vec<Detection>>, DetectorError> {
         let prompt_error =
             |source| DetectorError::Prompt { context: format!("prompt \"{}\"", prompt.caption()), source };
-        self.check_prompt_tuning(model, prompt)?;
+        model.check_prompt(&prompt.caption())?;
         let chunks =
             chunk_prompt(prompt, &self.tokenizer, model.config.max_text_len).map_err(prompt_error)?;
-        let glip_options = GlipDetectOptions {
-            score_threshold: options.box_threshold,
-            nms_iou: options.nms_iou.unwrap_or(GlipDetectOptions::default().nms_iou),
-            max_detections: options.max_detections,
-            ..GlipDetectOptions::default()
-        };
+        let glip_options = glip_options(options);
         let mut timer = Timer::new(&self.device, profile.is_some());
         let preprocessed =
             images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
@@ -436,20 +431,6 @@ impl Detector {
         }
         let nms = options.nms_options();
         Ok(found.into_iter().map(|d| suppress_detections(d, &nms)).collect())
-    }
-
-    /// A prompt-tuned model detects its own prompt only.
-    fn check_prompt_tuning(&self, model: &Glip, prompt: &Prompt) -> Result<(), DetectorError> {
-        match &model.prompt_tuning {
-            Some(tuning) if tuning.prompt != prompt.caption() => {
-                Err(DetectorError::Glip(GlipError::Invalid(format!(
-                    "the model's prompt tuning was learnt for the prompt \"{}\", not \"{}\"",
-                    tuning.prompt,
-                    prompt.caption()
-                ))))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// The text encoder's features of one prompt (`[1, tokens, hidden]`), encoded once.
@@ -539,6 +520,17 @@ fn read_preprocess(path: &Path) -> Result<PreprocessConfig, DataError> {
 fn load_tokenizer(path: &Path) -> Result<TextTokenizer, DetectorError> {
     TextTokenizer::from_file(path)
         .map_err(|source| DetectorError::Prompt { context: path.display().to_string(), source })
+}
+
+/// GLIP's post-processing for the detector's options: the box threshold on GLIP's score, NMS
+/// at `nms_iou` (GLIP's 0.6 when unset).
+fn glip_options(options: &DetectOptions) -> GlipDetectOptions {
+    GlipDetectOptions {
+        score_threshold: options.box_threshold,
+        nms_iou: options.nms_iou.unwrap_or(GlipDetectOptions::default().nms_iou),
+        max_detections: options.max_detections,
+        ..GlipDetectOptions::default()
+    }
 }
 
 /// A tensor's values on the host, row-major.

@@ -5,7 +5,7 @@ use glint_core::detection::Detection;
 use glint_core::geometry::BoxXyxy;
 use glint_core::prompt::Prompt;
 use glint_nn::detector::DetectOptions;
-use glint_nn::detector::glip::{GlipDetectOptions, GlipError};
+use glint_nn::detector::glip::GlipError;
 use glint_train::exemplar::{detect_with_exemplars, embed_boxes, exemplar_text, prompt_ids};
 use image::RgbImage;
 
@@ -38,7 +38,7 @@ impl Detector {
             return Err(DetectorError::Glip(GlipError::Invalid(message)));
         };
         let text = exemplar_text(prompt);
-        self.check_prompt_tuning(model, &text)?;
+        model.check_prompt(&text.caption())?;
         let ids = prompt_ids(model, &self.tokenizer, &text).map_err(failed)?;
         let boxes: Vec<(&RgbImage, BoxXyxy)> = exemplars.iter().map(|e| (&e.image, e.bbox)).collect();
         let embeddings = embed_boxes(model, &self.preprocess, &ids, &boxes, &self.device).map_err(failed)?;
@@ -46,12 +46,7 @@ impl Detector {
             return Ok(Vec::new());
         }
         let names: Vec<String> = exemplars.iter().map(|e| e.name.clone()).collect();
-        let glip_options = GlipDetectOptions {
-            score_threshold: options.box_threshold,
-            nms_iou: options.nms_iou.unwrap_or(GlipDetectOptions::default().nms_iou),
-            max_detections: options.max_detections,
-            ..GlipDetectOptions::default()
-        };
+        let glip_options = super::glip_options(options);
         detect_with_exemplars(
             model,
             &self.preprocess,

@@ -107,15 +107,7 @@ pub fn detect_glip(
     let options = GlipDetectOptions::default();
     let detect = |images: &[RgbImage], prompt: &Prompt| {
         let prompt_error = |source| TrainError::Prompt { context: "the dataset's categories".into(), source };
-        if let Some(tuning) = &model.prompt_tuning
-            && tuning.prompt != prompt.caption()
-        {
-            return Err(TrainError::Detection(format!(
-                "the model's prompt tuning was learnt for \"{}\", not for the dataset's categories (\"{}\")",
-                tuning.prompt,
-                prompt.caption()
-            )));
-        }
+        model.check_prompt(&prompt.caption())?;
         let encoded = tokenizer.encode_prompt(prompt).map_err(prompt_error)?;
         let ids = encoded.tokens.ids();
         if ids.len() > model.config.max_text_len {

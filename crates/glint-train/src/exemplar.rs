@@ -5,7 +5,7 @@
 use burn::tensor::Device;
 use glint_core::detection::Detection;
 use glint_core::geometry::BoxXyxy;
-use glint_core::prompt::{Prompt, TextTokenizer};
+use glint_core::prompt::{EncodedPrompt, Prompt, TextTokenizer};
 use glint_data::preprocess::PreprocessConfig;
 use glint_nn::detector::exemplar::{ExemplarEmbedding, append_exemplar_logits, embed_exemplar};
 use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipError, GlipText, InputFrame};
@@ -91,10 +91,9 @@ pub fn detect_with_exemplars(
     options: &GlipDetectOptions,
     device: &Device,
 ) -> Result<Vec<Vec<Detection>>, TrainError> {
-    let ids = prompt_ids(model, tokenizer, text)?;
-    let (output, frames) = glip_output(model, preprocess, images, &ids, device)?;
+    let encoded = encode_in_one_pass(model, tokenizer, text)?;
+    let (output, frames) = glip_output(model, preprocess, images, encoded.tokens.ids(), device)?;
     let output = append_exemplar_logits(output, exemplars);
-    let encoded = tokenizer.encode_prompt(text).map_err(|source| prompt_error(text, source))?;
     let map = encoded.positive_map.with_appended_phrases(exemplars.len());
     let phrases: Vec<String> = text.phrases().iter().cloned().chain(names.iter().cloned()).collect();
     let mut found = model.detections(&output, &frames, &map, &phrases, options);
@@ -110,17 +109,25 @@ pub fn detect_with_exemplars(
 
 /// The token ids of `text`, which must fit the model in one pass.
 pub fn prompt_ids(model: &Glip, tokenizer: &TextTokenizer, text: &Prompt) -> Result<Vec<u32>, TrainError> {
+    Ok(encode_in_one_pass(model, tokenizer, text)?.tokens.ids().to_vec())
+}
+
+/// `text` tokenised with its positive map; it must fit the model in one pass.
+fn encode_in_one_pass(
+    model: &Glip,
+    tokenizer: &TextTokenizer,
+    text: &Prompt,
+) -> Result<EncodedPrompt, TrainError> {
     let encoded = tokenizer.encode_prompt(text).map_err(|source| prompt_error(text, source))?;
-    let ids = encoded.tokens.ids().to_vec();
-    if ids.len() > model.config.max_text_len {
+    let len = encoded.tokens.ids().len();
+    if len > model.config.max_text_len {
         return Err(TrainError::Model(GlipError::Invalid(format!(
-            "with exemplars the prompt must fit the text encoder in one pass: \"{}\" is {} tokens, more than {}",
+            "with exemplars the prompt must fit the text encoder in one pass: \"{}\" is {len} tokens, more than {}",
             text.caption(),
-            ids.len(),
             model.config.max_text_len
         ))));
     }
-    Ok(ids)
+    Ok(encoded)
 }
 
 fn prompt_error(text: &Prompt, source: glint_core::prompt::PromptError) -> TrainError {

@@ -411,8 +411,19 @@ impl Glip {
         Ok(())
     }
 
+    /// A prompt-tuned model detects its own prompt only: an error naming both captions otherwise.
+    pub fn check_prompt(&self, caption: &str) -> Result<(), GlipError> {
+        match &self.prompt_tuning {
+            Some(tuning) if tuning.prompt != caption => Err(GlipError::Invalid(format!(
+                "the model's prompt tuning was learnt for the prompt \"{}\", not \"{caption}\"",
+                tuning.prompt
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The text encoder's features `[B, L, D]` of a batch of prompts (with the prompt tuning's
-    /// offset, if the model has one: callers check that the prompt is the tuned one).
+    /// offset, if the model has one: callers check the prompt with [`Self::check_prompt`]).
     pub fn encode_text(&self, text: &GlipText) -> Tensor<3> {
         let mask = BertAttentionMask::Padding(text.padding.clone().bool_not());
         let features = self.text.forward(BertInput::new(text.input_ids.clone()).with_attention_mask(mask));
