@@ -147,7 +147,6 @@ impl Detector {
     }
 
     fn from_pth(path: &Path, device: &Device) -> Result<Self, DetectorError> {
-        let beside = |name: &str| path.parent().map(|dir| dir.join(name)).filter(|p| p.is_file());
         // Read once (lazily); the keys tell official GLIP from IDEA-Research's Grounding DINO.
         let tensors = read_pth(path).map_err(GroundingDinoLoadError::from)?;
         if is_official_glip(tensors.iter().map(|t| t.name.as_str())) {
@@ -155,15 +154,7 @@ impl Detector {
             return Self::from_official_glip(path, &checkpoint, device);
         }
         let checkpoint = IdeaCheckpoint::from_tensors(path, tensors).map_err(GroundingDinoLoadError::from)?;
-        let config = match beside("config.json") {
-            Some(config) => {
-                GroundingDinoConfig::from_json_file(config).map_err(GroundingDinoLoadError::from)?
-            }
-            None if path.file_name().is_some_and(|n| n.to_string_lossy().contains("swinb")) => {
-                GroundingDinoConfig::grounding_dino_base()
-            }
-            None => GroundingDinoConfig::grounding_dino_tiny(),
-        };
+        let config = GroundingDinoConfig::for_pth(path).map_err(GroundingDinoLoadError::from)?;
         let tokenizer = tokenizer_beside(path)?;
         let build = |source| GroundingDinoLoadError::Build { path: path.to_path_buf(), source };
         let model = GroundingDino::new(&config, device).map_err(build)?;
@@ -202,7 +193,12 @@ impl Detector {
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         if !is_glip_dir(dir) {
             let model = GroundingDino::from_pretrained_dir(dir, device)?;
-            return Ok(Self::new(Model::GroundingDino(model), tokenizer, device, dir));
+            let mut detector = Self::new(Model::GroundingDino(model), tokenizer, device, dir);
+            // A model fine-tuned by `glint train` keeps its training's preprocessing.
+            if dir.join(PREPROCESS_FILE).is_file() {
+                detector.preprocess = read_preprocess(&dir.join(PREPROCESS_FILE))?;
+            }
+            return Ok(detector);
         }
         let model = Glip::from_dir(dir, device)?;
         let mut detector = Self::new(Model::Glip(model), tokenizer, device, dir);

@@ -136,7 +136,7 @@ fn auto_takes_a_real_gpu_and_never_a_software_one() {
 #[test]
 fn training_on_wgpu_follows_the_cpu_loss_curve() {
     use glint::nn::detector::glip::GlipConfig;
-    use glint::train::config::DataSource;
+    use glint::train::config::{DataSource, ModelConfig};
     use glint::train::{RunOptions, TrainConfig, train};
 
     let Some(gpu) = wgpu_device() else { return };
@@ -153,7 +153,7 @@ fn training_on_wgpu_follows_the_cpu_loss_curve() {
     let model = GlipConfig::tiny().init(&Device::flex()).unwrap();
     model.save_dir(&initial).unwrap();
     let mut config = TrainConfig {
-        model: GlipConfig::tiny(),
+        model: ModelConfig::Glip(GlipConfig::tiny()),
         tokenizer: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
         init_from: Some(initial),
         batch_size: 2,

@@ -23,7 +23,8 @@ pub enum AssignmentError {
 }
 
 /// Weights of the matching cost (transformers' `GroundingDinoConfig` defaults).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatchCosts {
     pub class: f32,
     pub bbox: f32,

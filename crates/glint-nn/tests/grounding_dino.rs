@@ -269,3 +269,20 @@ fn the_idea_pth_checkpoint_loads_into_the_same_model_as_the_safetensors() {
         0.0,
     );
 }
+
+#[test]
+fn a_model_exported_unchanged_is_its_checkpoint_byte_for_byte() {
+    // Both fixtures: the tiny one shares its box head between decoder layers, the small one
+    // is float16 on disk.
+    for name in ["tiny", "small"] {
+        let path = model_dir(name).join("model.safetensors");
+        let source = glint_nn::weights::read_safetensors(&path).unwrap();
+        let exported = load(name, &Device::flex()).export_tensors(&path, source.clone()).unwrap();
+        assert_eq!(exported.len(), source.len());
+        for (a, b) in source.iter().zip(&exported) {
+            assert_eq!((&a.name, &a.shape), (&b.name, &b.shape));
+            assert_eq!(a.dtype, b.dtype, "{}", a.name);
+            assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "{name}: {} differs", a.name);
+        }
+    }
+}

@@ -9,6 +9,7 @@ use glint_data::synth::SynthConfig;
 use glint_data::transforms::TrainTransforms;
 use glint_nn::detector::glip::GlipConfig;
 use glint_nn::loss::atss::GlipLossConfig;
+use glint_nn::loss::grounding_dino::SetLossConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -18,11 +19,15 @@ use crate::pretrain::BackbonePretraining;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    pub model: GlipConfig,
+    /// The detector: a GLIP architecture (`model_type = "glip"`, the default), or Grounding
+    /// DINO fine-tuned from `init_from` (`model_type = "grounding_dino"`).
+    pub model: ModelConfig,
     /// The tokenizer (`tokenizer.json`) of the text encoder; copied into every saved model.
     pub tokenizer: PathBuf,
     /// Start from these weights instead of random ones: a GLIP model directory (glint's), or an
-    /// official GLIP `.pth` (`model` must then be its shape, e.g. GLIP-T's).
+    /// official GLIP `.pth` (`model` must then be its shape, e.g. GLIP-T's). For Grounding DINO
+    /// (required): a transformers checkpoint directory (`config.json`, `model.safetensors`) or
+    /// an IDEA-Research `.pth` (with a `config.json` beside it, or Grounding-DINO-T's shape).
     pub init_from: Option<PathBuf>,
     /// Start the backbone from these ImageNet weights (a torchvision ResNet `.pth` or
     /// `.safetensors`); the rest of the model starts random. Not with `init_from`.
@@ -61,7 +66,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            model: GlipConfig::default(),
+            model: ModelConfig::Glip(GlipConfig::default()),
             tokenizer: PathBuf::from("tokenizer.json"),
             init_from: None,
             backbone_weights: None,
@@ -84,6 +89,80 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// `[model]`: which detector, and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    Glip(GlipConfig),
+    GroundingDino(GroundingDinoTraining),
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    /// By `model_type`: `"grounding_dino"`, or GLIP's fields (`"glip"`, the default).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = toml::Value::deserialize(deserializer)?;
+        let model_type = value.get("model_type").and_then(|t| t.as_str()).unwrap_or("glip");
+        match model_type {
+            GROUNDING_DINO => GroundingDinoTraining::deserialize(value).map(Self::GroundingDino),
+            _ => GlipConfig::deserialize(value).map(Self::Glip),
+        }
+        .map_err(|e| D::Error::custom(e.message()))
+    }
+}
+
+const GROUNDING_DINO: &str = "grounding_dino";
+
+impl ModelConfig {
+    /// The GLIP architecture, if this trains a GLIP.
+    pub fn glip(&self) -> Option<&GlipConfig> {
+        match self {
+            Self::Glip(glip) => Some(glip),
+            Self::GroundingDino(_) => None,
+        }
+    }
+
+    /// [`glip`](Self::glip), to change.
+    pub fn glip_mut(&mut self) -> Option<&mut GlipConfig> {
+        match self {
+            Self::Glip(glip) => Some(glip),
+            Self::GroundingDino(_) => None,
+        }
+    }
+
+    /// The parts `freeze` may name.
+    pub fn freezable(&self) -> &'static [&'static str] {
+        match self {
+            Self::Glip(_) => &FREEZABLE,
+            Self::GroundingDino(_) => &GROUNDING_DINO_FREEZABLE,
+        }
+    }
+}
+
+/// `[model]` of a Grounding DINO fine-tuning; the architecture and the starting weights are
+/// `init_from`'s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroundingDinoTraining {
+    /// `"grounding_dino"`.
+    pub model_type: String,
+    /// The set loss: weights and matching costs (the reference's defaults).
+    pub loss: SetLossConfig,
+    /// Supervise the encoder's proposals and every decoder layer, not only the last one (as the
+    /// reference trains).
+    pub auxiliary_loss: bool,
+}
+
+impl Default for GroundingDinoTraining {
+    fn default() -> Self {
+        Self { model_type: GROUNDING_DINO.to_string(), loss: SetLossConfig::default(), auxiliary_loss: true }
+    }
+}
+
+/// The parts of Grounding DINO `freeze` may name: the image backbone, the text encoder, the
+/// feature enhancer (`encoder`), the decoder, or the whole head (all but the two backbones).
+pub const GROUNDING_DINO_FREEZABLE: [&str; 5] = ["backbone", "text", "encoder", "decoder", "head"];
 
 /// Where training and validation images come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -257,7 +336,22 @@ impl TrainConfig {
 
     /// Checks values that would fail later, or silently train nothing.
     pub fn validate(&self) -> Result<(), String> {
-        self.model.validate().map_err(|e| e.to_string())?;
+        match &self.model {
+            ModelConfig::Glip(glip) => glip.validate().map_err(|e| e.to_string())?,
+            ModelConfig::GroundingDino(_) => {
+                if self.init_from.is_none() {
+                    return Err("a Grounding DINO run fine-tunes a checkpoint: set init_from".into());
+                }
+                if self.backbone_weights.is_some()
+                    || self.backbone_pretraining.is_some()
+                    || self.prompt_tuning
+                {
+                    return Err(
+                        "backbone_weights, backbone_pretraining and prompt_tuning are GLIP's; not for Grounding DINO".into(),
+                    );
+                }
+            }
+        }
         if self.batch_size == 0
             || self.grad_accumulation == 0
             || !self.batch_size.is_multiple_of(self.grad_accumulation)
@@ -289,12 +383,16 @@ impl TrainConfig {
             pretraining.validate()?;
         }
         if self.backbone_weights.is_some()
-            && !matches!(self.model.backbone, glint_nn::detector::glip::GlipBackboneConfig::ResNet(_))
+            && !matches!(
+                self.model.glip().map(|m| &m.backbone),
+                Some(glint_nn::detector::glip::GlipBackboneConfig::ResNet(_))
+            )
         {
             return Err("backbone_weights (ImageNet weights) load into a resnet backbone only".into());
         }
-        if let Some(unknown) = self.freeze.iter().find(|p| !FREEZABLE.contains(&p.as_str())) {
-            return Err(format!("freeze: unknown part \"{unknown}\" (one of {FREEZABLE:?})"));
+        let freezable = self.model.freezable();
+        if let Some(unknown) = self.freeze.iter().find(|p| !freezable.contains(&p.as_str())) {
+            return Err(format!("freeze: unknown part \"{unknown}\" (one of {freezable:?})"));
         }
         if !(self.optimizer.lr > 0.0) {
             return Err(format!("optimizer.lr must be positive, got {}", self.optimizer.lr));

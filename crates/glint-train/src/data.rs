@@ -180,17 +180,18 @@ pub struct Example {
     pub target: GroundingTarget,
 }
 
-/// Load, augment, caption and tokenise one sample.
+/// Load, augment, caption and tokenise one sample; captions longer than `max_len` tokens (the
+/// model's) lose negatives, then are cut.
 pub fn make_example(
     sample: &Sample,
     detection: bool,
     config: &TrainConfig,
     tokenizer: &TextTokenizer,
+    max_len: usize,
     rng: &mut impl Rng,
 ) -> Result<Example, TrainError> {
     let image = load_image(&sample.image_path)?;
     let (image, sample) = config.transforms.apply(image, sample.clone(), rng)?;
-    let max_len = config.model.max_text_len;
     let encode = |sample: &Sample| {
         tokenizer
             .encode(&sample.caption)

@@ -1,6 +1,6 @@
-//! COCO AP of a GLIP model on a detection set: every image is prompted with all the set's
-//! categories, detections become COCO results, and glint-core's COCO evaluation (pycocotools'
-//! numbers) scores them against the set's ground truth file.
+//! COCO AP of a GLIP or Grounding DINO model on a detection set: every image is prompted with
+//! all the set's categories, detections become COCO results, and glint-core's COCO evaluation
+//! (pycocotools' numbers) scores them against the set's ground truth file.
 
 use std::path::Path;
 
@@ -9,9 +9,10 @@ use glint_core::detection::{CocoResult, Detection};
 use glint_core::eval::{EvalReport, evaluate_bbox_results};
 use glint_core::prompt::{Prompt, TextTokenizer};
 use glint_data::batch::pad_batch_divisible;
-use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
+use glint_data::preprocess::{ImageTensor, PreprocessConfig, PreprocessedImage};
 use glint_data::{Dataset, load_image};
 use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipText, InputFrame};
+use glint_nn::detector::grounding_dino::{DetectOptions, GroundingDino, TextBatch, detections};
 use image::RgbImage;
 
 use crate::TrainError;
@@ -125,4 +126,63 @@ pub fn detect_glip(
         Ok(model.detections(&output, &frames, &encoded.positive_map, prompt.phrases(), &options))
     };
     detect_dataset(dataset, batch_size, detect, progress)
+}
+
+/// [`evaluate_with`] a Grounding DINO model: every query with its best phrase (no thresholds,
+/// no NMS), at most 100 per image, as COCO evaluation counts them.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_grounding_dino(
+    model: &GroundingDino,
+    dataset: &Dataset,
+    ground_truth: &Path,
+    preprocess: &PreprocessConfig,
+    tokenizer: &TextTokenizer,
+    batch_size: usize,
+    device: &Device,
+    progress: impl FnMut(usize),
+) -> Result<EvalReport, TrainError> {
+    let options =
+        DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 100 };
+    let max_len = model.config().max_text_len;
+    let detect = |images: &[RgbImage], prompt: &Prompt| {
+        let encoded = tokenizer
+            .encode_prompt(prompt)
+            .map_err(|source| TrainError::Prompt { context: "the dataset's categories".into(), source })?;
+        let ids = encoded.tokens.ids();
+        if ids.len() > max_len {
+            return Err(TrainError::Detection(format!(
+                "the prompt of the dataset's categories is {} tokens, more than the model's {max_len}",
+                ids.len()
+            )));
+        }
+        let preprocessed =
+            images.iter().map(|image| preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
+        let tensors: Vec<Tensor<3>> = preprocessed.iter().map(|p| image_tensor(&p.tensor, device)).collect();
+        let text = TextBatch::new(&vec![ids; images.len()], tokenizer.delimiter_ids(), device);
+        let output = model.forward(&tensors, &text)?;
+        let host = |t: Tensor<3>| t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        let (logits, boxes) = (host(output.head.logits), host(output.head.pred_boxes));
+        let (per_logits, per_boxes) = (logits.len() / images.len(), boxes.len() / images.len());
+        Ok(preprocessed
+            .iter()
+            .enumerate()
+            .map(|(b, p)| {
+                detections(
+                    &logits[b * per_logits..(b + 1) * per_logits],
+                    &boxes[b * per_boxes..(b + 1) * per_boxes],
+                    ids.len(),
+                    &encoded.positive_map,
+                    prompt.phrases(),
+                    [p.original_size.width as f32, p.original_size.height as f32],
+                    &options,
+                )
+            })
+            .collect())
+    };
+    evaluate_with(dataset, ground_truth, batch_size, detect, progress)
+}
+
+/// One image as a `[3, h, w]` model input.
+pub(crate) fn image_tensor(image: &ImageTensor, device: &Device) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(image.data.clone(), [3, image.height, image.width]), device)
 }

@@ -37,7 +37,7 @@ use glint_nn::loss::atss::GlipLossConfig;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DataConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig};
+use crate::config::{DataConfig, DataSource, ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig};
 use crate::data::{LoadedSet, kept_categories, load_source};
 use crate::evaluate::{detect_dataset, detect_glip};
 use crate::exemplar::{detect_with_exemplars, embed_boxes, exemplar_text, prompt_ids};
@@ -199,7 +199,7 @@ impl FewShotConfig {
     fn train_config(&self, model: GlipConfig) -> TrainConfig {
         let t = &self.tuning;
         TrainConfig {
-            model,
+            model: ModelConfig::Glip(model),
             tokenizer: self.base_model.join("tokenizer.json"),
             init_from: Some(self.base_model.clone()),
             data: DataConfig {

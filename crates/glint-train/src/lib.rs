@@ -1,11 +1,13 @@
-//! glint-train: training GLIP on detection and grounding data, and the few-shot benchmark.
+//! glint-train: training GLIP and fine-tuning Grounding DINO on detection and grounding data,
+//! and the few-shot benchmark.
 //!
 //! - [`clip`]: gradient clipping by the global norm.
 //! - [`config`]: the TOML training config (model, data, augmentation, optimiser, schedule).
 //! - [`data`]: loading and mixing datasets, turning detection data into grounding data,
 //!   making batches.
 //! - [`run`]: the training loop with its run directory: metrics log, atomic checkpoints,
-//!   `--resume`, evaluation and the `best` model.
+//!   `--resume`, evaluation and the `best` model, for either detector; GLIP's loss and
+//!   evaluation are there, Grounding DINO's in a private module beside it.
 //! - [`evaluate`]: COCO AP of a GLIP model on a detection set.
 //! - [`exemplar`]: exemplar prompts (marked boxes as phrases) on a GLIP model.
 //! - [`pretrain`]: backbone pretraining on box crops, for models trained from scratch.
@@ -17,6 +19,7 @@ pub mod data;
 pub mod evaluate;
 pub mod exemplar;
 pub mod fewshot;
+mod grounding_dino;
 pub mod pretrain;
 pub mod run;
 
@@ -36,6 +39,10 @@ pub enum TrainError {
     Model(#[from] glint_nn::detector::glip::GlipError),
     #[error(transparent)]
     Weights(#[from] glint_nn::weights::WeightsError),
+    #[error(transparent)]
+    GroundingDino(#[from] glint_nn::head::grounding_dino::GroundingDinoError),
+    #[error(transparent)]
+    GroundingDinoConfig(#[from] glint_nn::head::grounding_dino::GroundingDinoConfigError),
     #[error("{context}: {source}")]
     Prompt { context: String, source: glint_core::prompt::PromptError },
     #[error(transparent)]

@@ -18,31 +18,33 @@
 //! parameter ids, which the optimiser's state is keyed by. Batches and augmentation depend only
 //! on the seed and the step, so a resumed run continues the original's loss curve.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+
 use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use glint_core::eval::EvalReport;
 use glint_core::io::write_atomic;
 use glint_core::prompt::TextTokenizer;
 use glint_data::batch::pad_batch_divisible;
 use glint_data::preprocess::PREPROCESS_FILE;
-use glint_nn::detector::glip::{Glip, GlipText};
+use glint_nn::detector::glip::{Glip, GlipBackbone, GlipConfig, GlipText};
 use glint_nn::detector::prompt_tuning::PromptTuning;
-use glint_nn::loss::atss::{GlipLoss, GroundingTarget};
+use glint_nn::loss::atss::GroundingTarget;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::clip::clip_grad_norm;
-use crate::config::TrainConfig;
+use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{
     Example, LoadedSet, draw, kept_categories, load_source, make_example, step_rng, write_ground_truth,
 };
 use crate::evaluate::evaluate;
+use crate::grounding_dino::GroundingDinoTrainer;
 use crate::pretrain::{PretrainStep, pretrain_backbone};
 
 /// How to run.
@@ -105,10 +107,10 @@ pub enum Event<'a> {
 pub struct StepMetrics {
     pub step: usize,
     pub loss: f32,
-    pub token: f32,
-    #[serde(rename = "box")]
-    pub boxes: f32,
-    pub centerness: f32,
+    /// The loss's terms by name (GLIP: `token`, `box`, `centerness`; Grounding DINO: `token`,
+    /// `l1`, `giou` of the last decoder layer).
+    #[serde(flatten)]
+    pub terms: BTreeMap<String, f32>,
     pub positives: usize,
     pub lr: f64,
     pub images_per_s: f64,
@@ -159,10 +161,45 @@ pub fn train(
         return Err(TrainError::config(out, format!("data.train[{i}] has no images")));
     }
     let val = config.data.val.as_ref().map(|s| load_source(s, keep.as_ref())).transpose()?;
+    let run = Run { config, options, tokenizer: &tokenizer, sets: &sets, val: val.as_ref() };
 
     // The initial weights follow the seed too.
     device.seed(config.seed);
-    let mut model = config.model.init(device)?;
+    match &config.model {
+        ModelConfig::Glip(glip) => {
+            let model = glip_model(glip, config, &sets, out, device)?;
+            let (model, optimizer, state) = run.resume(model, resume_from.as_deref())?;
+            // After loading the checkpoint: the frozen parts stay as they were.
+            let mut model = freeze(model, config);
+            let val_gt = run.write_start_files(resume_from.is_none())?;
+            if let Some(pretraining) = config.backbone_pretraining.as_ref().filter(|_| resume_from.is_none())
+            {
+                model.backbone = pretrain(model.backbone.clone(), glip, pretraining, &run, &mut on_event)?;
+            }
+            let trainer = GlipTrainer { config, glip, tokenizer: &tokenizer };
+            run.steps(&trainer, model, optimizer, state, val_gt, on_event)
+        }
+        ModelConfig::GroundingDino(training) => {
+            let trainer = GroundingDinoTrainer::load(config, training, &tokenizer)?;
+            let model = trainer.initial_model(device)?;
+            let (model, optimizer, state) = run.resume(model, resume_from.as_deref())?;
+            let model = trainer.freeze(model);
+            let val_gt = run.write_start_files(resume_from.is_none())?;
+            run.steps(&trainer, model, optimizer, state, val_gt, on_event)
+        }
+    }
+}
+
+/// A new GLIP as the config says: random, or from `init_from`, with ImageNet backbone weights
+/// or a prompt tuning when asked.
+fn glip_model(
+    glip: &GlipConfig,
+    config: &TrainConfig,
+    sets: &[LoadedSet],
+    out: &Path,
+    device: &Device,
+) -> Result<Glip, TrainError> {
+    let mut model = glip.init(device)?;
     if let Some(source) = &config.init_from {
         model = if source.is_file() {
             model.load_official(source)?
@@ -178,183 +215,319 @@ pub fn train(
         model.backbone = model.backbone.load_pretrained(path)?;
     }
     if config.prompt_tuning {
-        let prompt = tuned_prompt(&sets, out)?;
-        let tuning =
-            PromptTuning::zeros(prompt, config.model.max_text_len, config.model.text.hidden_size, device);
+        let prompt = tuned_prompt(sets, out)?;
+        let tuning = PromptTuning::zeros(prompt, glip.max_text_len, glip.text.hidden_size, device);
         model = model.with_prompt_tuning(tuning)?;
     }
-    let o = &config.optimizer;
-    let adamw = AdamWConfig::new()
-        .with_weight_decay(o.weight_decay)
-        .with_beta_1(o.beta1)
-        .with_beta_2(o.beta2)
-        .with_epsilon(o.epsilon);
-    let mut optimizer: ModuleOptimizer = adamw.init();
-    let mut state = CheckpointState::default();
-    if let Some(dir) = &resume_from {
-        let mut store = BurnpackStore::from_file(dir.join("model.bpk"));
+    Ok(model)
+}
+
+/// The backbone pretraining of a new GLIP run, logged as step 0.
+fn pretrain(
+    backbone: GlipBackbone,
+    glip: &GlipConfig,
+    pretraining: &crate::pretrain::BackbonePretraining,
+    run: &Run,
+    on_event: &mut impl FnMut(Event),
+) -> Result<GlipBackbone, TrainError> {
+    let (config, out) = (run.config, &run.options.out);
+    let channels = glip.backbone.out_channels().map_err(|e| TrainError::config(out, e))?;
+    let channels = channels.last().copied().unwrap_or_default();
+    pretrain_backbone(
+        backbone,
+        channels,
+        run.sets,
+        pretraining,
+        &config.preprocess,
+        config.seed,
+        &run.options.device,
+        |step| {
+            if step.pretrain_step % config.log_every == 0 || step.pretrain_step == pretraining.steps {
+                // Logged as step 0: before the first grounding step, kept by a resume.
+                let mut line = serde_json::to_value(step).expect("metrics serialise");
+                line["step"] = 0.into();
+                let _ = append_metrics(out, &line);
+            }
+            on_event(Event::Pretraining { step, steps: pretraining.steps });
+        },
+    )
+}
+
+/// A micro-batch's loss: the total to differentiate and its named terms, for the log.
+pub(crate) struct StepLoss {
+    pub total: Tensor<1>,
+    pub terms: Vec<(&'static str, Tensor<1>)>,
+    /// Targets matched (GLIP: positive anchors; Grounding DINO: target boxes).
+    pub positives: usize,
+}
+
+/// What the training loop needs of a detector.
+pub(crate) trait Trainer {
+    type Model: Module + Clone;
+    /// The longest prompt the model takes, in tokens.
+    fn max_text_len(&self) -> usize;
+    /// The loss of a micro-batch.
+    fn loss(
+        &self,
+        model: &Self::Model,
+        examples: &[Example],
+        device: &Device,
+    ) -> Result<StepLoss, TrainError>;
+    /// The gradients by learning rate: backbone, text encoder, the rest.
+    fn split_gradients(&self, model: &Self::Model, grads: Gradients) -> [GradientsParams; 3];
+    /// Write the model directory files of `model` (not an autodiff one) into the empty `dir`.
+    fn write_model_files(&self, model: &Self::Model, dir: &Path) -> Result<(), TrainError>;
+    /// COCO AP of `model` (not an autodiff one) on a detection set.
+    fn evaluate(
+        &self,
+        model: &Self::Model,
+        set: &LoadedSet,
+        ground_truth: &Path,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<EvalReport, TrainError>;
+}
+
+/// One call of [`train`]: its config, options and data.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    options: &'a RunOptions,
+    tokenizer: &'a TextTokenizer,
+    sets: &'a [LoadedSet],
+    val: Option<&'a LoadedSet>,
+}
+
+impl Run<'_> {
+    /// The optimiser, and the model and state of the checkpoint `from` when resuming.
+    fn resume<M: Module>(
+        &self,
+        mut model: M,
+        from: Option<&Path>,
+    ) -> Result<(M, ModuleOptimizer, CheckpointState), TrainError> {
+        let o = &self.config.optimizer;
+        let adamw = AdamWConfig::new()
+            .with_weight_decay(o.weight_decay)
+            .with_beta_1(o.beta1)
+            .with_beta_2(o.beta2)
+            .with_epsilon(o.epsilon);
+        let optimizer: ModuleOptimizer = adamw.init();
+        let Some(dir) = from else { return Ok((model, optimizer, CheckpointState::default())) };
         let load_error = |path: PathBuf, e: &dyn std::fmt::Display| TrainError::Checkpoint {
             path,
             message: e.to_string(),
         };
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk"));
         model.load_from(&mut store).map_err(|e| load_error(dir.join("model.bpk"), &e))?;
-        optimizer = optimizer
+        let optimizer = optimizer
             .load(dir.join("optimizer.bpk"))
             .map_err(|e| load_error(dir.join("optimizer.bpk"), &e))?;
-        state = read_json(&dir.join("state.json"))?;
-        forget_metrics_after(out, state.step)?;
+        let state: CheckpointState = read_json(&dir.join("state.json"))?;
+        forget_metrics_after(&self.options.out, state.step)?;
+        Ok((model, optimizer, state))
     }
-    // After loading the checkpoint: the frozen parts stay as they were.
-    let mut model = freeze(model, config);
 
-    // Files are written once everything has loaded: a config that fails leaves the directory empty.
-    let val_gt = match &val {
-        Some(set) if set.detection => {
-            let path = out.join("val_ground_truth.json");
-            write_ground_truth(set, &path)?;
-            Some(path)
+    /// Files written once everything has loaded (a config that fails leaves the directory
+    /// empty): the validation ground truth, and for a new run its config. Returns the ground
+    /// truth's path.
+    fn write_start_files(&self, new_run: bool) -> Result<Option<PathBuf>, TrainError> {
+        let out = &self.options.out;
+        let val_gt = match self.val {
+            Some(set) if set.detection => {
+                let path = out.join("val_ground_truth.json");
+                write_ground_truth(set, &path)?;
+                Some(path)
+            }
+            _ => None,
+        };
+        if new_run {
+            let toml = toml::to_string_pretty(self.config).map_err(|e| TrainError::config(out, e))?;
+            write_atomic(&out.join("config.toml"), toml.as_bytes())
+                .map_err(|e| TrainError::write(&out.join("config.toml"), e))?;
         }
-        _ => None,
-    };
-    if resume_from.is_none() {
-        let toml = toml::to_string_pretty(config).map_err(|e| TrainError::config(out, e))?;
-        write_atomic(&out.join("config.toml"), toml.as_bytes())
-            .map_err(|e| TrainError::write(&out.join("config.toml"), e))?;
+        Ok(val_gt)
     }
-    if let Some(pretraining) = config.backbone_pretraining.as_ref().filter(|_| resume_from.is_none()) {
-        let channels = config.model.backbone.out_channels().map_err(|e| TrainError::config(out, e))?;
-        let channels = channels.last().copied().unwrap_or_default();
-        model.backbone = pretrain_backbone(
-            model.backbone.clone(),
-            channels,
-            &sets,
-            pretraining,
-            &config.preprocess,
-            config.seed,
-            device,
-            |step| {
-                if step.pretrain_step % config.log_every == 0 || step.pretrain_step == pretraining.steps {
-                    // Logged as step 0: before the first grounding step, kept by a resume.
-                    let mut line = serde_json::to_value(step).expect("metrics serialise");
-                    line["step"] = 0.into();
-                    let _ = append_metrics(out, &line);
-                }
-                on_event(Event::Pretraining { step, steps: pretraining.steps });
-            },
-        )?;
-    }
-    let start = state.step;
-    on_event(Event::Started { start_step: start, steps: config.steps });
-    let best_so_far = out.join("best").join("evaluation.json");
-    let best_ap = match best_so_far.is_file() {
-        true => Some(read_json::<BestEvaluation>(&best_so_far)?.metrics.ap),
-        false => None,
-    };
-    let mut summary =
-        RunSummary { steps: start, started_at: start, losses: Vec::new(), best_ap, last_eval: None };
-    let micro_batch = config.batch_size / config.grad_accumulation;
-    for step in start..config.steps {
-        let started = Instant::now();
-        let mut rng = step_rng(config.seed, step);
-        // Dropout draws from the device's generator: reseeded per step, so a resumed run draws
-        // what the original would have.
-        device.seed(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let drawn = draw(&sets, config.batch_size, &mut rng);
-        let lr = o.lr * config.schedule.factor(step, config.steps);
-        let mut accumulated =
-            [GradientsAccumulator::new(), GradientsAccumulator::new(), GradientsAccumulator::new()];
-        let mut terms = [0.0f32; 4];
-        let mut positives = 0;
-        for micro in drawn.chunks(micro_batch) {
-            let examples = micro
-                .iter()
-                .map(|&(set, index)| {
-                    let set = &sets[set];
-                    make_example(&set.dataset.samples[index], set.detection, config, &tokenizer, &mut rng)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let (pixels, text, targets) = batch(&examples, config.model.size_divisibility(), device)?;
-            let output = model.forward(pixels, &text)?;
-            let anchors = model.anchors(&output.level_sizes);
-            let loss = config.loss.loss(&output, &anchors, config.model.box_convention, &targets);
-            let values = host_scalars(&loss);
-            for (sum, v) in terms.iter_mut().zip(values) {
-                *sum += v / config.grad_accumulation as f32;
-            }
-            positives += loss.num_positive;
-            if !values.iter().all(|v| v.is_finite()) {
-                let dir = save_checkpoint(out, &model, &optimizer, &state, config)?;
-                let terms = format!(
-                    "total {}, token {}, box {}, centerness {}",
-                    values[0], values[1], values[2], values[3]
-                );
-                return Err(TrainError::NonFinite { step, terms, checkpoint: dir });
-            }
-            let mut grads = (loss.total / config.grad_accumulation as f32).backward();
-            let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
-            let text = GradientsParams::from_module(&mut grads, &model.text);
-            let rest = GradientsParams::from_grads(grads, &model);
-            for (acc, g) in accumulated.iter_mut().zip([backbone, text, rest]) {
-                acc.accumulate(&model, g);
-            }
-        }
-        let mut parts = accumulated.map(|mut acc| acc.grads());
-        let grad_norm = match o.clip_grad_norm > 0.0 {
-            true => Some(clip_grad_norm(&model, &mut parts, o.clip_grad_norm)),
+
+    /// The optimiser steps from `state.step` on, with checkpoints, logs and evaluations.
+    fn steps<T: Trainer>(
+        &self,
+        trainer: &T,
+        mut model: T::Model,
+        mut optimizer: ModuleOptimizer,
+        mut state: CheckpointState,
+        val_gt: Option<PathBuf>,
+        mut on_event: impl FnMut(Event),
+    ) -> Result<RunSummary, TrainError> {
+        let (config, options) = (self.config, self.options);
+        let (out, device, o) = (&options.out, &options.device, &config.optimizer);
+        let start = state.step;
+        on_event(Event::Started { start_step: start, steps: config.steps });
+        let best_so_far = out.join("best").join("evaluation.json");
+        let best_ap = match best_so_far.is_file() {
+            true => Some(read_json::<BestEvaluation>(&best_so_far)?.metrics.ap),
             false => None,
         };
-        let [backbone, text, rest] = parts;
-        model = optimizer.step(lr * o.backbone_lr_mult, model, backbone);
-        model = optimizer.step(lr * o.text_lr_mult, model, text);
-        model = optimizer.step(lr, model, rest);
-        state.step = step + 1;
-        summary.steps = step + 1;
-        summary.losses.push(terms[0]);
-
-        let metrics = StepMetrics {
-            step: step + 1,
-            loss: terms[0],
-            token: terms[1],
-            boxes: terms[2],
-            centerness: terms[3],
-            positives,
-            lr,
-            images_per_s: config.batch_size as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            grad_norm,
+        let mut summary =
+            RunSummary { steps: start, started_at: start, losses: Vec::new(), best_ap, last_eval: None };
+        let micro_batch = config.batch_size / config.grad_accumulation;
+        let max_len = trainer.max_text_len();
+        let save = |model: &T::Model, optimizer: &ModuleOptimizer, state: &CheckpointState| {
+            save_checkpoint(out, trainer, model, optimizer, state)
         };
-        on_event(Event::Step(&metrics));
-        let last = step + 1 == config.steps;
-        if (step + 1) % config.log_every == 0 || last {
-            append_metrics(out, &serde_json::to_value(&metrics).expect("metrics serialise"))?;
-        }
-        // Checkpoint first: an evaluation that fails must not lose the steps.
-        if (step + 1) % config.checkpoint_every == 0 || last || options.stop_after == Some(step + 1) {
-            let dir = save_checkpoint(out, &model, &optimizer, &state, config)?;
-            on_event(Event::Checkpoint { step: step + 1, dir: &dir });
-        }
-        let eval_due = config.eval_every > 0 && (step + 1) % config.eval_every == 0;
-        if let (Some(set), Some(gt)) = (&val, &val_gt)
-            && (eval_due || last)
-        {
-            let report = run_eval(&model, set, gt, config, &tokenizer, &mut on_event)?;
-            let best = summary.best_ap.is_none_or(|b| report.metrics.ap > b);
-            if best {
-                summary.best_ap = Some(report.metrics.ap);
-                let evaluation = BestEvaluation { step: step + 1, metrics: report.metrics.clone() };
-                save_model_dir(&model.valid(), config, &out.join("best"), Some(&evaluation))?;
+        for step in start..config.steps {
+            let started = Instant::now();
+            let mut rng = step_rng(config.seed, step);
+            // Dropout draws from the device's generator: reseeded per step, so a resumed run draws
+            // what the original would have.
+            device.seed(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let drawn = draw(self.sets, config.batch_size, &mut rng);
+            let lr = o.lr * config.schedule.factor(step, config.steps);
+            let mut accumulated =
+                [GradientsAccumulator::new(), GradientsAccumulator::new(), GradientsAccumulator::new()];
+            let mut terms: BTreeMap<String, f32> = BTreeMap::new();
+            let mut total = 0.0f32;
+            let mut positives = 0;
+            for micro in drawn.chunks(micro_batch) {
+                let examples = micro
+                    .iter()
+                    .map(|&(set, index)| {
+                        let set = &self.sets[set];
+                        let sample = &set.dataset.samples[index];
+                        make_example(sample, set.detection, config, self.tokenizer, max_len, &mut rng)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let loss = trainer.loss(&model, &examples, device)?;
+                let values = host_scalars(&loss);
+                let share = config.grad_accumulation as f32;
+                total += values[0] / share;
+                for ((name, _), value) in loss.terms.iter().zip(&values[1..]) {
+                    *terms.entry(name.to_string()).or_default() += value / share;
+                }
+                positives += loss.positives;
+                if !values.iter().all(|v| v.is_finite()) {
+                    let dir = save(&model, &optimizer, &state)?;
+                    let names = std::iter::once("total").chain(loss.terms.iter().map(|(name, _)| *name));
+                    let terms = names
+                        .zip(&values)
+                        .map(|(name, v)| format!("{name} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(TrainError::NonFinite { step, terms, checkpoint: dir });
+                }
+                let grads = (loss.total / config.grad_accumulation as f32).backward();
+                for (acc, g) in accumulated.iter_mut().zip(trainer.split_gradients(&model, grads)) {
+                    acc.accumulate(&model, g);
+                }
             }
-            append_metrics(
-                out,
-                &serde_json::json!({"step": step + 1, "eval": report.metrics, "best": best}),
-            )?;
-            on_event(Event::Evaluated { step: step + 1, report: &report, best });
-            summary.last_eval = Some(report);
+            let mut parts = accumulated.map(|mut acc| acc.grads());
+            let grad_norm = match o.clip_grad_norm > 0.0 {
+                true => Some(clip_grad_norm(&model, &mut parts, o.clip_grad_norm)),
+                false => None,
+            };
+            let [backbone, text, rest] = parts;
+            model = optimizer.step(lr * o.backbone_lr_mult, model, backbone);
+            model = optimizer.step(lr * o.text_lr_mult, model, text);
+            model = optimizer.step(lr, model, rest);
+            state.step = step + 1;
+            summary.steps = step + 1;
+            summary.losses.push(total);
+
+            let metrics = StepMetrics {
+                step: step + 1,
+                loss: total,
+                terms,
+                positives,
+                lr,
+                images_per_s: config.batch_size as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                grad_norm,
+            };
+            on_event(Event::Step(&metrics));
+            let last = step + 1 == config.steps;
+            if (step + 1) % config.log_every == 0 || last {
+                append_metrics(out, &serde_json::to_value(&metrics).expect("metrics serialise"))?;
+            }
+            // Checkpoint first: an evaluation that fails must not lose the steps.
+            if (step + 1) % config.checkpoint_every == 0 || last || options.stop_after == Some(step + 1) {
+                let dir = save(&model, &optimizer, &state)?;
+                on_event(Event::Checkpoint { step: step + 1, dir: &dir });
+            }
+            let eval_due = config.eval_every > 0 && (step + 1) % config.eval_every == 0;
+            if let (Some(set), Some(gt)) = (self.val, &val_gt)
+                && (eval_due || last)
+            {
+                let valid = model.valid();
+                let total = set.dataset.samples.len();
+                let report = trainer
+                    .evaluate(&valid, set, gt, &mut |done| on_event(Event::EvalProgress { done, total }))?;
+                let best = summary.best_ap.is_none_or(|b| report.metrics.ap > b);
+                if best {
+                    summary.best_ap = Some(report.metrics.ap);
+                    let evaluation = BestEvaluation { step: step + 1, metrics: report.metrics.clone() };
+                    save_model_dir(&valid, trainer, &out.join("best"), Some(&evaluation))?;
+                }
+                append_metrics(
+                    out,
+                    &serde_json::json!({"step": step + 1, "eval": report.metrics, "best": best}),
+                )?;
+                on_event(Event::Evaluated { step: step + 1, report: &report, best });
+                summary.last_eval = Some(report);
+            }
+            if options.stop_after == Some(step + 1) {
+                break;
+            }
         }
-        if options.stop_after == Some(step + 1) {
-            break;
-        }
+        Ok(summary)
     }
-    Ok(summary)
+}
+
+/// GLIP in training: the ATSS loss, GLIP's evaluation, glint's model directory.
+struct GlipTrainer<'a> {
+    config: &'a TrainConfig,
+    glip: &'a GlipConfig,
+    tokenizer: &'a TextTokenizer,
+}
+
+impl Trainer for GlipTrainer<'_> {
+    type Model = Glip;
+
+    fn max_text_len(&self) -> usize {
+        self.glip.max_text_len
+    }
+
+    fn loss(&self, model: &Glip, examples: &[Example], device: &Device) -> Result<StepLoss, TrainError> {
+        let (pixels, text, targets) = batch(examples, self.glip.size_divisibility(), device)?;
+        let output = model.forward(pixels, &text)?;
+        let anchors = model.anchors(&output.level_sizes);
+        let loss = self.config.loss.loss(&output, &anchors, self.glip.box_convention, &targets);
+        Ok(StepLoss {
+            total: loss.total,
+            terms: vec![("token", loss.token), ("box", loss.boxes), ("centerness", loss.centerness)],
+            positives: loss.num_positive,
+        })
+    }
+
+    fn split_gradients(&self, model: &Glip, mut grads: Gradients) -> [GradientsParams; 3] {
+        let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+        let text = GradientsParams::from_module(&mut grads, &model.text);
+        [backbone, text, GradientsParams::from_grads(grads, model)]
+    }
+
+    fn write_model_files(&self, model: &Glip, dir: &Path) -> Result<(), TrainError> {
+        model.save_dir(dir)?;
+        copy_tokenizer(self.config, dir)?;
+        write_json(&dir.join(PREPROCESS_FILE), &self.config.preprocess)
+    }
+
+    fn evaluate(
+        &self,
+        model: &Glip,
+        set: &LoadedSet,
+        ground_truth: &Path,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<EvalReport, TrainError> {
+        let device = model.devices().first().cloned().unwrap_or_else(Device::flex);
+        let batch = self.config.batch_size / self.config.grad_accumulation;
+        let c = self.config;
+        evaluate(model, &set.dataset, ground_truth, &c.preprocess, self.tokenizer, batch, &device, progress)
+    }
 }
 
 /// The prompt a prompt tuning learns: the caption of all categories, the same in every set.
@@ -390,23 +563,6 @@ fn freeze(mut model: Glip, config: &TrainConfig) -> Glip {
     model
 }
 
-fn run_eval(
-    model: &Glip,
-    set: &LoadedSet,
-    gt: &Path,
-    config: &TrainConfig,
-    tokenizer: &TextTokenizer,
-    on_event: &mut impl FnMut(Event),
-) -> Result<EvalReport, TrainError> {
-    let valid = model.valid();
-    let device = valid.devices().first().cloned().unwrap_or_else(Device::flex);
-    let total = set.dataset.samples.len();
-    let batch = config.batch_size / config.grad_accumulation;
-    evaluate(&valid, &set.dataset, gt, &config.preprocess, tokenizer, batch, &device, |done| {
-        on_event(Event::EvalProgress { done, total })
-    })
-}
-
 /// Examples as a padded image batch, padded prompts and targets.
 fn batch(
     examples: &[Example],
@@ -422,11 +578,13 @@ fn batch(
     Ok((pixels, GlipText::new(&ids, device), examples.iter().map(|e| e.target.clone()).collect()))
 }
 
-/// The loss terms (total, token, box, centerness) in one copy from the device.
-fn host_scalars(loss: &GlipLoss) -> [f32; 4] {
-    let terms = [loss.total.clone(), loss.token.clone(), loss.boxes.clone(), loss.centerness.clone()];
-    let values = Tensor::cat(terms.to_vec(), 0).into_data().try_into_vec_as::<f32>().unwrap_or_default();
-    std::array::from_fn(|i| values.get(i).copied().unwrap_or(f32::NAN))
+/// The total and the terms of a loss, in one copy from the device.
+fn host_scalars(loss: &StepLoss) -> Vec<f32> {
+    let all: Vec<Tensor<1>> =
+        std::iter::once(loss.total.clone()).chain(loss.terms.iter().map(|(_, t)| t.clone())).collect();
+    let count = all.len();
+    let values = Tensor::cat(all, 0).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    (0..count).map(|i| values.get(i).copied().unwrap_or(f32::NAN)).collect()
 }
 
 /// A resumed run must be the same run: only its length and rhythm (steps, evaluation,
@@ -481,12 +639,12 @@ fn prepare_run_dir(out: &Path, resume: bool) -> Result<Option<PathBuf>, TrainErr
 }
 
 /// Write the `step-N` checkpoint, point `latest.json` at it, and drop older checkpoints.
-fn save_checkpoint(
+fn save_checkpoint<T: Trainer>(
     out: &Path,
-    model: &Glip,
+    trainer: &T,
+    model: &T::Model,
     optimizer: &ModuleOptimizer,
     state: &CheckpointState,
-    config: &TrainConfig,
 ) -> Result<PathBuf, TrainError> {
     let name = format!("step-{:06}", state.step);
     let checkpoints = out.join("checkpoints");
@@ -496,7 +654,7 @@ fn save_checkpoint(
         // This step's checkpoint is complete already (written before a stop or a divergence).
         return Ok(dir);
     }
-    write_model_files(&model.valid(), config, &tmp)?;
+    write_model_files(&model.valid(), trainer, &tmp)?;
     let save_error =
         |path: PathBuf, e: &dyn std::fmt::Display| TrainError::Checkpoint { path, message: e.to_string() };
     let mut store = BurnpackStore::from_file(tmp.join("model.bpk"));
@@ -515,14 +673,14 @@ fn save_checkpoint(
 
 /// A model directory `glint detect` loads: config, weights, tokenizer and preprocessing. An
 /// existing directory is replaced only once the new one is complete.
-pub fn save_model_dir(
-    model: &Glip,
-    config: &TrainConfig,
+fn save_model_dir<T: Trainer>(
+    model: &T::Model,
+    trainer: &T,
     dir: &Path,
     evaluation: Option<&BestEvaluation>,
 ) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
-    write_model_files(model, config, &tmp)?;
+    write_model_files(model, trainer, &tmp)?;
     if let Some(evaluation) = evaluation {
         write_json(&tmp.join("evaluation.json"), evaluation)?;
     }
@@ -546,15 +704,19 @@ pub fn save_model_dir(
 }
 
 /// Write a model directory's files into `dir`, which is emptied first.
-fn write_model_files(model: &Glip, config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
+fn write_model_files<T: Trainer>(model: &T::Model, trainer: &T, dir: &Path) -> Result<(), TrainError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| TrainError::write(dir, e))?;
     }
-    model.save_dir(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::write(dir, e))?;
+    trainer.write_model_files(model, dir)
+}
+
+/// The config's tokenizer, copied into a model directory.
+pub(crate) fn copy_tokenizer(config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
     let tokenizer = std::fs::read(&config.tokenizer).map_err(|e| TrainError::config(&config.tokenizer, e))?;
     write_atomic(&dir.join("tokenizer.json"), &tokenizer)
-        .map_err(|e| TrainError::write(&dir.join("tokenizer.json"), e))?;
-    write_json(&dir.join(PREPROCESS_FILE), &config.preprocess)
+        .map_err(|e| TrainError::write(&dir.join("tokenizer.json"), e))
 }
 
 fn append_metrics(out: &Path, line: &serde_json::Value) -> Result<(), TrainError> {
@@ -585,12 +747,12 @@ fn forget_metrics_after(out: &Path, step: usize) -> Result<(), TrainError> {
     write_atomic(&path, kept.as_bytes()).map_err(|e| TrainError::write(&path, e))
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     let json = serde_json::to_vec_pretty(value).expect("state serialises");
     write_atomic(path, &json).map_err(|e| TrainError::write(path, e))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::config(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| TrainError::config(path, e))
 }

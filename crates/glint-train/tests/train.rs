@@ -58,7 +58,7 @@ fn training_raises_validation_ap() {
 
     // Before training, the head's prior (0.01) keeps every anchor below the candidate
     // threshold: no detections, AP 0.
-    let untrained = config.model.init(&Device::flex()).unwrap();
+    let untrained = config.model.glip().unwrap().init(&Device::flex()).unwrap();
     let keep = kept_categories(&config).unwrap();
     let val = load_source(config.data.val.as_ref().unwrap(), keep.as_ref()).unwrap();
     let gt = out.path().join("val.json");
@@ -131,7 +131,7 @@ fn a_new_run_refuses_a_non_empty_directory_and_resume_needs_a_checkpoint() {
 fn the_shipped_config_and_a_config_with_a_typo_are_read_as_they_should() {
     let config =
         TrainConfig::from_toml_file(&repo().join("configs/glip-shapes-nano.toml")).expect("shipped config");
-    assert_eq!(config.model.fpn_channels, 32);
+    assert_eq!(config.model.glip().unwrap().fpn_channels, 32);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");
     std::fs::write(&path, "steps = 10\nbatch_sise = 4\n").unwrap();
@@ -194,7 +194,7 @@ fn a_resnet_starts_from_imagenet_weights_and_trains_only_its_unfrozen_stages() {
     };
     let mut config = tiny_config(2);
     config.data.val = None;
-    config.model.backbone = GlipBackboneConfig::ResNet(resnet.clone());
+    config.model.glip_mut().unwrap().backbone = GlipBackboneConfig::ResNet(resnet.clone());
     config.backbone_weights = Some(weights.clone());
     let run = out.path().join("run");
     train(&config, &options(&run), |_| {}).expect("training runs");
@@ -233,8 +233,9 @@ fn every_box_of_a_detection_example_targets_the_tokens_of_its_own_category() {
     let set = load_source(&config.data.train[0], keep.as_ref()).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut checked = 0;
+    let max_len = config.model.glip().unwrap().max_text_len;
     for sample in &set.dataset.samples {
-        let example = make_example(sample, true, &config, &tokenizer, &mut rng).unwrap();
+        let example = make_example(sample, true, &config, &tokenizer, max_len, &mut rng).unwrap();
         let target = &example.target;
         assert_eq!(target.boxes.len(), target.token_maps.len());
         for (bbox, row) in target.boxes.iter().zip(&target.token_maps) {
@@ -419,7 +420,7 @@ fn backbone_pretraining_learns_the_categories_from_box_crops_before_grounding() 
     let out = tempfile::tempdir().unwrap();
     let mut config = tiny_config(1);
     config.data.val = None;
-    config.model.backbone = GlipBackboneConfig::ResNet(ResNetConfig {
+    config.model.glip_mut().unwrap().backbone = GlipBackboneConfig::ResNet(ResNetConfig {
         block: ResNetBlockKind::Basic,
         layers: [1, 1, 1, 1],
         base_width: 8,

@@ -1,4 +1,4 @@
-//! `glint train`: train a GLIP model from a TOML config, with a progress bar, a run directory
+//! `glint train`: train a GLIP model or fine-tune Grounding DINO from a TOML config, with a progress bar, a run directory
 //! of metrics and checkpoints, and `--resume`.
 
 use std::path::PathBuf;
@@ -53,9 +53,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         )),
         Event::Step(m) => {
             bar.set_position(m.step as u64);
+            let terms: Vec<String> = m.terms.iter().map(|(name, v)| format!("{name} {v:.3}")).collect();
             bar.set_message(format!(
-                "loss {:.3} (token {:.3}, box {:.3}, ctr {:.3}) lr {:.2e} {:.1} img/s",
-                m.loss, m.token, m.boxes, m.centerness, m.lr, m.images_per_s
+                "loss {:.3} ({}) lr {:.2e} {:.1} img/s",
+                m.loss,
+                terms.join(", "),
+                m.lr,
+                m.images_per_s
             ));
         }
         Event::EvalProgress { done, total } => bar.set_message(format!("evaluating {done}/{total}")),

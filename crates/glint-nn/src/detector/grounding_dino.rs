@@ -20,10 +20,11 @@ use crate::backbone::{GROUNDING_DINO_SWIN_PREFIX, SwinBackbone, swin_load_option
 use crate::head::grounding_dino::{
     GroundingDinoConfig, GroundingDinoConfigError, GroundingDinoError, GroundingDinoHead, HeadOutput,
 };
+use crate::loss::grounding_dino::LayerOutput;
 use crate::text::bert::{padded_ids, sub_sentence_tensors};
 use crate::text::{Bert, BertAttentionMask, BertInput, hf_load_options};
 use crate::weights::idea::IdeaCheckpoint;
-use crate::weights::{LoadOptions, Mismatch, WeightsError, apply_tensors, read_safetensors};
+use crate::weights::{LoadOptions, Mismatch, WeightsError, apply_tensors, export_tensors, read_safetensors};
 
 /// Where Hugging Face Grounding DINO checkpoints keep the text encoder's tensors.
 pub const GROUNDING_DINO_TEXT_PREFIX: &str = "model.text_backbone.";
@@ -177,6 +178,12 @@ impl GroundingDino {
         self.load_idea(&IdeaCheckpoint::read(path)?)
     }
 
+    /// Load tensors already read from `path`, under transformers' names (an HF
+    /// `model.safetensors`, or an IDEA checkpoint's [`IdeaCheckpoint::into_tensors`]).
+    pub fn load_tensors(self, path: &Path, tensors: Vec<PackTensor>) -> Result<Self, WeightsError> {
+        self.load_parts(&Checkpoint::Transformers { path, tensors })
+    }
+
     /// [`Self::load_pth`] from a checkpoint already read and converted.
     pub fn load_idea(self, checkpoint: &IdeaCheckpoint) -> Result<Self, WeightsError> {
         self.load_parts(&Checkpoint::Idea(checkpoint))
@@ -195,6 +202,50 @@ impl GroundingDino {
                 Err(merge_errors([backbone.err(), text.err(), head.err()].into_iter().flatten().collect()))
             }
         }
+    }
+
+    /// The model's current weights as a transformers checkpoint: `source` is the checkpoint it
+    /// was loaded from (read from `path`, transformers names: an HF `model.safetensors`, or an
+    /// IDEA `.pth` converted by [`IdeaCheckpoint`]); every tensor the model loaded takes its
+    /// current value, tied copies (the decoder's box heads, a shared box head's other layers)
+    /// take their original's, and the rest is kept, so the result loads in transformers too.
+    pub fn export_tensors(
+        &self,
+        path: &Path,
+        source: Vec<PackTensor>,
+    ) -> Result<Vec<PackTensor>, WeightsError> {
+        let shared = self.config().decoder_bbox_embed_share;
+        let tensors =
+            export_tensors(&self.backbone, path, source, &swin_load_options(GROUNDING_DINO_SWIN_PREFIX))?;
+        let tensors =
+            export_tensors(&self.text_backbone, path, tensors, &hf_load_options(GROUNDING_DINO_TEXT_PREFIX))?;
+        let mut tensors = export_tensors(&self.head, path, tensors, &head_load_options(shared))?;
+        let box_head =
+            regex::Regex::new(r"^(?:model\.decoder\.)?bbox_embed\.(\d+)\.(.*)$").expect("a valid regex");
+        let originals: std::collections::HashMap<String, PackTensor> = tensors
+            .iter()
+            .filter(|t| t.name.starts_with("bbox_embed."))
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        for tensor in &mut tensors {
+            let Some(parts) = box_head.captures(&tensor.name) else { continue };
+            let layer = if shared { "0" } else { &parts[1] };
+            let original = format!("bbox_embed.{layer}.{}", &parts[2]);
+            if original != tensor.name
+                && let Some(value) = originals.get(&original)
+            {
+                let name = std::mem::take(&mut tensor.name);
+                *tensor = value.clone();
+                tensor.name = name;
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// What the set loss supervises ([`GroundingDinoHead::training_outputs`]): the encoder's
+    /// proposals, then every decoder layer's predictions, first to last.
+    pub fn training_outputs(&self, output: &GroundingDinoOutput, text: &TextBatch) -> Vec<LayerOutput> {
+        self.head.training_outputs(&output.head, text.padding.clone())
     }
 
     /// Run the model on normalised images (`[3, h, w]` each, any sizes) and one prompt per

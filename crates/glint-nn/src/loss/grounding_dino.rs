@@ -36,7 +36,8 @@ pub struct SetLossTerms {
 }
 
 /// The weights and matching costs (transformers' defaults).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SetLossConfig {
     pub labels_weight: f32,
     pub l1_weight: f32,
@@ -96,10 +97,12 @@ impl SetLossConfig {
         }
         let token_targets =
             Tensor::<3>::from_data(TensorData::new(token_targets, [batch, queries, len]), &device);
-        let mask = text_mask.float().unsqueeze_dim::<3>(1);
-        let focal =
-            sigmoid_focal_loss(output.logits.clone(), token_targets, self.focal_alpha, self.focal_gamma);
-        let labels = (focal * mask).sum() / num_boxes;
+        // Padding tokens' logits are -inf (a NaN in the focal loss): set them to 0 before and
+        // mask their terms out after.
+        let padding = text_mask.clone().bool_not().unsqueeze_dim::<3>(1).expand([batch, queries, len]);
+        let logits = output.logits.clone().mask_fill(padding, 0.0);
+        let focal = sigmoid_focal_loss(logits, token_targets, self.focal_alpha, self.focal_gamma);
+        let labels = (focal * text_mask.float().unsqueeze_dim::<3>(1)).sum() / num_boxes;
 
         let matched = matched_queries.len();
         if matched == 0 {

@@ -35,7 +35,7 @@ use burn::store::{
     ApplyError, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter,
     ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::{Bool, DType, Int, Tensor};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 /// How checkpoint keys are selected and renamed before they are matched to module parameters.
 ///
@@ -396,6 +396,136 @@ fn compile(path: &Path, patterns: &[(String, String)]) -> Result<KeyRemapper, We
     Ok(remapper)
 }
 
+/// The selection and renaming of [`LoadOptions`], compiled.
+struct Renaming {
+    prefix: String,
+    ignore: KeyRemapper,
+    remap: KeyRemapper,
+}
+
+impl Renaming {
+    fn new(path: &Path, options: &LoadOptions) -> Result<Self, WeightsError> {
+        let ignore: Vec<_> = options.ignore.iter().map(|p| (p.clone(), String::new())).collect();
+        Ok(Self {
+            prefix: options.normalised_prefix(),
+            ignore: compile(path, &ignore)?,
+            remap: compile(path, &options.remap)?,
+        })
+    }
+
+    /// The parameter (PyTorch naming) a checkpoint key fills; `None` for keys outside the
+    /// prefix or ignored.
+    fn parameter(&self, key: &str) -> Option<String> {
+        let stripped = key.strip_prefix(self.prefix.as_str())?;
+        if self.ignore.patterns.iter().any(|(re, _)| re.is_match(stripped)) {
+            return None;
+        }
+        let mut name = stripped.to_string();
+        for (re, replacement) in &self.remap.patterns {
+            if re.is_match(&name) {
+                name = re.replace_all(&name, replacement.as_str()).into_owned();
+            }
+        }
+        Some(name)
+    }
+}
+
+/// The reverse of [`apply_tensors`]: `tensors` (a checkpoint, named as in its file) with every
+/// tensor that `options` maps to a parameter of `module` replaced by that parameter's current
+/// value, in the checkpoint's layout and dtype; every other tensor (other parts', ignored ones) is kept as
+/// it was. A fine-tuned part is written back under its checkpoint's own keys this way.
+pub fn export_tensors<M: Module>(
+    module: &M,
+    path: impl AsRef<Path>,
+    tensors: Vec<PackTensor>,
+    options: &LoadOptions,
+) -> Result<Vec<PackTensor>, WeightsError> {
+    let path = path.as_ref();
+    let renaming = Renaming::new(path, options)?;
+    let mut current: HashMap<String, PackTensor> = module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|tensor| (tensor.name.clone(), tensor))
+        .collect();
+    let mut exported = Vec::with_capacity(tensors.len());
+    for tensor in tensors {
+        match renaming.parameter(&tensor.name).and_then(|name| current.remove(&name)) {
+            Some(mut value) => {
+                if value.shape != tensor.shape {
+                    return Err(write_error(
+                        path,
+                        format!(
+                            "{}: shape {:?} where the checkpoint has {:?}",
+                            tensor.name, value.shape, tensor.shape
+                        ),
+                    ));
+                }
+                if value.dtype != tensor.dtype {
+                    // Keep the checkpoint's precision (a float16 checkpoint stays float16).
+                    let cast_error =
+                        |e: &dyn fmt::Display| write_error(path, format!("{}: {e}", tensor.name));
+                    let bytes = value.to_bytes().map_err(|e| cast_error(&e))?;
+                    let data = TensorData::from_bytes(bytes, value.shape.clone(), value.dtype)
+                        .try_cast(tensor.dtype)
+                        .map_err(|e| cast_error(&e))?;
+                    value = PackTensor::new(
+                        String::new(),
+                        tensor.dtype,
+                        value.shape,
+                        value.param_id,
+                        data.into_bytes(),
+                    );
+                }
+                value.name = tensor.name;
+                exported.push(value);
+            }
+            None => exported.push(tensor),
+        }
+    }
+    Ok(exported)
+}
+
+/// Write tensors (as [`read_safetensors`] gives them, any dtype) to a `.safetensors` file,
+/// atomically.
+pub fn write_safetensors(tensors: &[PackTensor], path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let path = path.as_ref();
+    let mut owned = Vec::with_capacity(tensors.len());
+    for tensor in tensors {
+        let dtype = match tensor.dtype {
+            DType::F64 => Dtype::F64,
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
+            DType::I64 => Dtype::I64,
+            DType::I32 => Dtype::I32,
+            DType::I16 => Dtype::I16,
+            DType::I8 => Dtype::I8,
+            DType::U64 => Dtype::U64,
+            DType::U32 => Dtype::U32,
+            DType::U16 => Dtype::U16,
+            DType::U8 => Dtype::U8,
+            other => {
+                return Err(write_error(
+                    path,
+                    format!("{}: dtype {other:?} has no safetensors type", tensor.name),
+                ));
+            }
+        };
+        let bytes = tensor.to_bytes().map_err(|e| write_error(path, format!("{}: {e}", tensor.name)))?;
+        owned.push((tensor.name.clone(), dtype, tensor.shape.to_vec(), bytes));
+    }
+    let views = owned
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| write_error(path, e))?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| write_error(path, e))?;
+    glint_core::io::write_atomic(path, &bytes).map_err(|e| write_error(path, e))
+}
+
 /// Select, rename and apply `tensors` (named as in the file) to `module`.
 fn apply_checkpoint<M: Module>(
     mut module: M,
@@ -403,10 +533,8 @@ fn apply_checkpoint<M: Module>(
     tensors: Vec<PackTensor>,
     options: &LoadOptions,
 ) -> Result<M, WeightsError> {
-    let prefix = options.normalised_prefix();
-    let ignore =
-        compile(path, &options.ignore.iter().map(|p| (p.clone(), String::new())).collect::<Vec<_>>())?;
-    let remap = compile(path, &options.remap)?;
+    let renaming = Renaming::new(path, options)?;
+    let prefix = renaming.prefix.clone();
 
     // Select and rename; remember where every name came from.
     let mut origin: HashMap<String, String> = HashMap::new();
@@ -414,18 +542,9 @@ fn apply_checkpoint<M: Module>(
     let mut selected = Vec::new();
     for mut tensor in tensors {
         let key = tensor.name.clone();
-        let Some(stripped) = key.strip_prefix(prefix.as_str()) else {
+        let Some(name) = renaming.parameter(&key) else {
             continue;
         };
-        if ignore.patterns.iter().any(|(re, _)| re.is_match(stripped)) {
-            continue;
-        }
-        let mut name = stripped.to_string();
-        for (re, replacement) in &remap.patterns {
-            if re.is_match(&name) {
-                name = re.replace_all(&name, replacement.as_str()).into_owned();
-            }
-        }
         by_name.entry(name.clone()).or_default().push(key.clone());
         origin.insert(name.clone(), key);
         tensor.name = name;

@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use glint_data::synth::SynthConfig;
 use glint_data::transforms::TrainTransforms;
 use glint_nn::detector::glip::GlipConfig;
-use glint_train::config::{DataSource, Decay, ScheduleConfig};
+use glint_train::config::{DataSource, Decay, ModelConfig, ScheduleConfig};
 use glint_train::{RunOptions, TrainConfig};
 
 pub fn repo() -> PathBuf {
@@ -48,7 +48,7 @@ pub fn tiny_config(steps: usize) -> TrainConfig {
         weight: 1.0,
     };
     let mut config = TrainConfig {
-        model: GlipConfig::tiny(),
+        model: ModelConfig::Glip(GlipConfig::tiny()),
         tokenizer: repo().join("tests/fixtures/tokenizer/tokenizer.json"),
         transforms: TrainTransforms {
             flip_prob: 0.5,

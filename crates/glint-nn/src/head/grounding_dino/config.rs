@@ -164,6 +164,19 @@ impl GroundingDinoConfig {
     }
 
     /// Read and validate a `config.json`.
+    /// The config of an IDEA-Research `.pth`: the `config.json` beside it, else
+    /// Grounding-DINO-B's when the file name says `swinb`, else Grounding-DINO-T's.
+    pub fn for_pth(path: impl AsRef<Path>) -> Result<Self, GroundingDinoConfigError> {
+        let path = path.as_ref();
+        match path.parent().map(|dir| dir.join("config.json")).filter(|p| p.is_file()) {
+            Some(config) => Self::from_json_file(config),
+            None if path.file_name().is_some_and(|n| n.to_string_lossy().contains("swinb")) => {
+                Ok(Self::grounding_dino_base())
+            }
+            None => Ok(Self::grounding_dino_tiny()),
+        }
+    }
+
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, GroundingDinoConfigError> {
         let path = path.as_ref();
         let json = std::fs::read_to_string(path)

@@ -36,6 +36,7 @@ pub use encoder::{Encoder, TextTokens, VisionTokens};
 use crate::attention::DeformableAttentionError;
 use crate::backbone::SwinError;
 use crate::fusion::FusionError;
+use crate::loss::grounding_dino::LayerOutput;
 
 /// Why a Grounding DINO model could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -356,25 +357,14 @@ impl GroundingDinoHead {
             &self.bbox_embed,
         )?;
 
-        // The last layer's predictions: its boxes refine the previous layer's references.
-        let layers = self.config.decoder_layers;
-        let last = decoder.intermediate_hidden_states.clone().narrow(1, layers - 1, 1).reshape([
-            batch,
-            num_queries,
-            d,
-        ]);
-        let reference = if layers == 1 {
-            init_reference_points.clone()
-        } else {
-            decoder.intermediate_reference_points.clone().narrow(1, layers - 2, 1).reshape([
-                batch,
-                num_queries,
-                4,
-            ])
-        };
-        let head = &self.bbox_embed[(layers - 1).min(self.bbox_embed.len() - 1)];
-        let pred_boxes = sigmoid(head.forward(last.clone()) + inverse_sigmoid(reference, 1e-5));
-        let logits = contrastive_logits(last, encoder_text.clone(), text_blocked_per_query);
+        let last = self.layer_prediction(
+            self.config.decoder_layers - 1,
+            &decoder,
+            &init_reference_points,
+            &encoder_text,
+            text_blocked_per_query,
+        );
+        let LayerOutput { logits, boxes: pred_boxes } = last;
 
         Ok(HeadOutput {
             projected_maps,
@@ -389,6 +379,65 @@ impl GroundingDinoHead {
             logits,
             pred_boxes,
         })
+    }
+
+    /// Decoder layer `layer`'s predictions: its queries dotted with the enhanced text
+    /// (`text_padding [B, 1, L]` masked to `-inf`), and its boxes, which refine the reference
+    /// boxes the layer was given (the previous layer's, detached; the initial ones for the first).
+    fn layer_prediction(
+        &self,
+        layer: usize,
+        decoder: &DecoderOutput,
+        init_reference_points: &Tensor<3>,
+        encoder_text: &Tensor<3>,
+        text_padding: Tensor<3, Bool>,
+    ) -> LayerOutput {
+        let [batch, _, num_queries, d] = decoder.intermediate_hidden_states.dims();
+        let hidden =
+            decoder.intermediate_hidden_states.clone().narrow(1, layer, 1).reshape([batch, num_queries, d]);
+        let reference = match layer {
+            0 => init_reference_points.clone(),
+            _ => decoder.intermediate_reference_points.clone().narrow(1, layer - 1, 1).reshape([
+                batch,
+                num_queries,
+                4,
+            ]),
+        };
+        let head = &self.bbox_embed[layer.min(self.bbox_embed.len() - 1)];
+        let boxes = sigmoid(head.forward(hidden.clone()) + inverse_sigmoid(reference, 1e-5));
+        LayerOutput { logits: contrastive_logits(hidden, encoder_text.clone(), text_padding), boxes }
+    }
+
+    /// What the set loss supervises, for training: the encoder's proposals at the selected
+    /// queries, then every decoder layer's predictions, first to last (the last is
+    /// `output.logits` / `output.pred_boxes`). `text_padding [B, L]` is `true` on padding.
+    ///
+    /// The proposals are not detached (the original Grounding DINO and DINO train the query
+    /// selection through them; transformers' port scores detached ones instead).
+    pub fn training_outputs(&self, output: &HeadOutput, text_padding: Tensor<2, Bool>) -> Vec<LayerOutput> {
+        let [batch, text_len] = text_padding.dims();
+        let [_, num_queries] = output.topk_indices.dims();
+        let index = |width: usize| {
+            output.topk_indices.clone().unsqueeze_dim::<3>(2).expand([batch, num_queries, width])
+        };
+        let encoder = LayerOutput {
+            logits: output.enc_outputs_class.clone().gather(1, index(text_len)),
+            boxes: sigmoid(output.enc_outputs_coord_logits.clone().gather(1, index(4))),
+        };
+        let padding = text_padding.reshape([batch, 1, text_len]);
+        let layers = self.config.decoder_layers;
+        let mut outputs = vec![encoder];
+        outputs.extend((0..layers - 1).map(|layer| {
+            self.layer_prediction(
+                layer,
+                &output.decoder,
+                &output.init_reference_points,
+                &output.encoder_text,
+                padding.clone(),
+            )
+        }));
+        outputs.push(LayerOutput { logits: output.logits.clone(), boxes: output.pred_boxes.clone() });
+        outputs
     }
 
     /// Every image token's proposal box as logits `[B, S, 4]` (a box of side `0.05 · 2^level`
