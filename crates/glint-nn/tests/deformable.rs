@@ -124,6 +124,36 @@ fn sampling_core_matches_transformers_inside_on_and_outside_the_maps() {
 }
 
 #[test]
+fn sampling_gradients_match_torch_autograd() {
+    // Training differentiates the composed sampling (Burn's grid_sample) on an autodiff device:
+    // the gradients with respect to the values, the locations and the attention logits.
+    let device = Device::flex().autodiff();
+    let io = Io::open(&fixtures().join("io.safetensors"));
+    let shapes = io.shapes("core.spatial_shapes");
+    let value = io.float::<4>("grad.value", &device).require_grad();
+    let locations = io.float::<6>("grad.sampling_locations", &device).require_grad();
+    let logits = io.float::<4>("grad.attention_logits", &device).require_grad();
+    let [batch, queries, heads, taps] = logits.dims();
+    let attention = burn::tensor::activation::softmax(logits.clone(), 3).reshape([
+        batch,
+        queries,
+        heads,
+        shapes.len(),
+        taps / shapes.len(),
+    ]);
+    let out = multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), attention).unwrap();
+    let grads = (out * io.float::<3>("grad.cotangent", &device)).sum().backward();
+    for (name, tensor) in [("value", value), ("attention_logits", logits)] {
+        let grad = tensor.grad(&grads).expect("an input of the loss");
+        let key = format!("grad.{name}_grad");
+        assert_close(&key, grad, &io.f32s(&key), &io.shape(&key));
+    }
+    let grad = locations.grad(&grads).expect("an input of the loss");
+    let key = "grad.sampling_locations_grad";
+    assert_close(key, grad, &io.f32s(key), &io.shape(key));
+}
+
+#[test]
 fn sampling_locations_follow_the_reference_formulas() {
     // Not returned by transformers: checked against the formulas on a hand-made module whose
     // offsets are the bias alone (zero weights), so every query gets the same offsets.

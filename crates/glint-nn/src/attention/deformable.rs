@@ -339,9 +339,12 @@ pub fn multi_scale_deformable_attention(
     }
     check_levels(spatial_shapes, levels, seq_len)?;
 
-    // On the plain CPU device, one fused pass (no gradients are needed there).
+    // Inference: one fused pass on the plain CPU device, one fused kernel on a plain GPU
+    // (CubeCL) device. Neither has gradients: under autodiff, the composed version below.
     let device = value.device();
-    if device == Device::flex() {
+    let (value, sampling_locations, attention_weights) = if device.is_autodiff() {
+        (value, sampling_locations, attention_weights)
+    } else if device == Device::flex() {
         return Ok(super::deformable_cpu::fused_deformable_attention(
             value,
             spatial_shapes,
@@ -349,10 +352,7 @@ pub fn multi_scale_deformable_attention(
             attention_weights,
             &device,
         ));
-    }
-
-    // On a plain GPU (CubeCL) device, one fused kernel; under autodiff, the composed version.
-    let (value, sampling_locations, attention_weights) =
+    } else {
         match super::deformable_gpu::fused_deformable_attention(
             value,
             spatial_shapes,
@@ -362,7 +362,8 @@ pub fn multi_scale_deformable_attention(
         ) {
             Ok(output) => return Ok(output),
             Err(inputs) => inputs,
-        };
+        }
+    };
 
     // grid_sample's coordinates: -1 and 1 are the outer edges of the border pixels.
     let grids = sampling_locations.mul_scalar(2.0).sub_scalar(1.0);

@@ -22,20 +22,25 @@ pub fn shapes_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = SynthConfig {
-            images: 40,
-            image_size: 128,
-            seed: 3,
-            val_fraction: 0.25,
-            min_objects: 1,
-            max_objects: 2,
-            max_distractors: 0,
-            ..SynthConfig::default()
-        };
-        glint_data::synth::generate(&config, &dir.path().join("shapes"), |_| {}).expect("synthetic data");
+        glint_data::synth::generate(&shapes_config(), &dir.path().join("shapes"), |_| {})
+            .expect("synthetic data");
         dir
     })
     .path()
+}
+
+/// How the shared set is generated: 40 images of 128 px with one or two shapes.
+pub fn shapes_config() -> SynthConfig {
+    SynthConfig {
+        images: 40,
+        image_size: 128,
+        seed: 3,
+        val_fraction: 0.25,
+        min_objects: 1,
+        max_objects: 2,
+        max_distractors: 0,
+        ..SynthConfig::default()
+    }
 }
 
 /// A tiny GLIP on two shape categories of the synthetic set.
