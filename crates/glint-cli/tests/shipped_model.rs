@@ -52,7 +52,7 @@ fn the_shipped_model_finds_the_demo_shapes_by_prompt() {
             .unwrap()
             .to_string()
     };
-    let (mut total, mut matched) = (0, 0);
+    let (mut total, mut matched, mut named) = (0, 0, 0);
     for (image, detections) in images.iter().zip(&found) {
         let file = image.file_name().unwrap().to_str().unwrap();
         let id = truth["images"].as_array().unwrap().iter().find(|i| i["file_name"] == file).unwrap()["id"]
@@ -63,17 +63,29 @@ fn the_shipped_model_finds_the_demo_shapes_by_prompt() {
             let gt = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
             let phrase = name(&annotation["category_id"]);
             total += 1;
-            let hit = detections["detections"].as_array().unwrap().iter().any(|d| {
-                let r: Vec<f64> = d["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-                d["phrase"] == phrase.as_str() && iou(gt, [r[0], r[1], r[2], r[3]]) >= 0.5
-            });
-            matched += usize::from(hit);
+            let on_shape: Vec<&Value> = detections["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    let r: Vec<f64> =
+                        d["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                    iou(gt, [r[0], r[1], r[2], r[3]]) >= 0.5
+                })
+                .collect();
+            matched += usize::from(on_shape.iter().any(|d| d["phrase"] == phrase.as_str()));
+            // Detections are sorted by score: the first on the shape is its best phrase.
+            named += usize::from(on_shape.first().is_some_and(|d| d["phrase"] == phrase.as_str()));
         }
     }
     assert_eq!(total, 11);
     assert!(matched >= MIN_MATCHED, "{matched} of {total} shapes found with their phrase: {found:#?}");
+    assert!(named >= MIN_NAMED, "{named} of {total} shapes named right by their best box: {found:#?}");
 }
 
 /// Shapes (of 11) the shipped model finds with their phrase among its boxes at IoU 0.5 (it finds
-/// 10; its best phrase for a box is right only for 1 of them — see the README's Status).
+/// 10).
 const MIN_MATCHED: usize = 9;
+/// Shapes whose highest-scoring box is their own phrase (7 of 11 with the shipped model; 1 with
+/// the first one, which did not tell the shapes apart).
+const MIN_NAMED: usize = 6;
