@@ -17,7 +17,7 @@ use glint_nn::weights::{read_safetensors, write_safetensors};
 use glint_train::config::{DataSource, GroundingDinoTraining, ModelConfig};
 use glint_train::data::{kept_categories, load_source, write_ground_truth};
 use glint_train::evaluate::evaluate_grounding_dino;
-use glint_train::{TrainConfig, train};
+use glint_train::{RunOptions, TrainConfig, train};
 
 fn fixture() -> PathBuf {
     repo().join("tests/fixtures/grounding_dino/tiny")
@@ -145,6 +145,23 @@ fn a_fine_tuned_grounding_dino_is_its_checkpoint_with_the_trained_weights() {
     // And glint loads it back.
     GroundingDino::from_pretrained_dir(out.path().join("run/best"), &Device::flex()).unwrap();
     assert!(out.path().join("run/best/tokenizer.json").is_file());
+}
+
+#[test]
+fn a_stopped_grounding_dino_run_resumes_where_it_stopped() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let config = grounding_dino_config(3);
+    let whole = train(&config, &options(&out.path().join("whole")), |_| {}).unwrap();
+    let run = out.path().join("stopped");
+    let stopped = RunOptions { stop_after: Some(1), ..options(&run) };
+    train(&config, &stopped, |_| {}).unwrap();
+    let resumed = train(&config, &RunOptions { resume: true, ..options(&run) }, |_| {}).unwrap();
+    assert_eq!((resumed.started_at, resumed.steps), (1, 3));
+    // The same batches and the same state: the resumed steps repeat the whole run's losses.
+    for (a, b) in whole.losses[1..].iter().zip(&resumed.losses) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{:?} vs {:?}", whole.losses, resumed.losses);
+    }
 }
 
 #[test]
