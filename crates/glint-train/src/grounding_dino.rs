@@ -17,7 +17,6 @@ use burn::tensor::{Device, Gradients, Tensor};
 use glint_core::eval::EvalReport;
 use glint_core::geometry::BoxCxcywh;
 use glint_core::prompt::TextTokenizer;
-use glint_data::preprocess::PREPROCESS_FILE;
 use glint_nn::detector::grounding_dino::{GroundingDino, TextBatch};
 use glint_nn::head::grounding_dino::GroundingDinoConfig;
 use glint_nn::loss::grounding_dino::SetTarget;
@@ -28,7 +27,7 @@ use crate::TrainError;
 use crate::config::{GroundingDinoTraining, TrainConfig};
 use crate::data::{Example, LoadedSet};
 use crate::evaluate::{evaluate_grounding_dino, image_tensor};
-use crate::run::{StepLoss, Trainer, copy_tokenizer, write_json};
+use crate::run::{StepLoss, Trainer};
 
 /// Grounding DINO in training, with the checkpoint it started from.
 pub(crate) struct GroundingDinoTrainer<'a> {
@@ -106,6 +105,10 @@ impl<'a> GroundingDinoTrainer<'a> {
 impl Trainer for GroundingDinoTrainer<'_> {
     type Model = GroundingDino;
 
+    fn config(&self) -> &TrainConfig {
+        self.config
+    }
+
     fn max_text_len(&self) -> usize {
         self.model_config.max_text_len
     }
@@ -145,7 +148,7 @@ impl Trainer for GroundingDinoTrainer<'_> {
         [backbone, text, GradientsParams::from_grads(grads, model)]
     }
 
-    fn write_model_files(&self, model: &GroundingDino, dir: &Path) -> Result<(), TrainError> {
+    fn write_weights(&self, model: &GroundingDino, dir: &Path) -> Result<(), TrainError> {
         let tensors = model.export_tensors(&self.weights, self.tensors.clone())?;
         write_safetensors(&tensors, dir.join("model.safetensors"))?;
         let config_json = match &self.config_json {
@@ -153,9 +156,7 @@ impl Trainer for GroundingDinoTrainer<'_> {
             None => serde_json::to_vec_pretty(&self.model_config).expect("the config serialises"),
         };
         let path = dir.join("config.json");
-        glint_core::io::write_atomic(&path, &config_json).map_err(|e| TrainError::write(&path, e))?;
-        copy_tokenizer(self.config, dir)?;
-        write_json(&dir.join(PREPROCESS_FILE), &self.config.preprocess)
+        glint_core::io::write_atomic(&path, &config_json).map_err(|e| TrainError::write(&path, e))
     }
 
     fn evaluate(
@@ -163,16 +164,16 @@ impl Trainer for GroundingDinoTrainer<'_> {
         model: &GroundingDino,
         set: &LoadedSet,
         ground_truth: &Path,
+        batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<EvalReport, TrainError> {
         let device = model.devices().first().cloned().unwrap_or_else(Device::flex);
-        let batch = self.config.batch_size / self.config.grad_accumulation;
-        let preprocess = &self.config.preprocess;
+        let c = self.config;
         evaluate_grounding_dino(
             model,
             &set.dataset,
             ground_truth,
-            preprocess,
+            &c.preprocess,
             self.tokenizer,
             batch,
             &device,

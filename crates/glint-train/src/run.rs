@@ -264,6 +264,8 @@ pub(crate) struct StepLoss {
 /// What the training loop needs of a detector.
 pub(crate) trait Trainer {
     type Model: Module + Clone;
+    /// The run's config.
+    fn config(&self) -> &TrainConfig;
     /// The longest prompt the model takes, in tokens.
     fn max_text_len(&self) -> usize;
     /// The loss of a micro-batch.
@@ -275,14 +277,15 @@ pub(crate) trait Trainer {
     ) -> Result<StepLoss, TrainError>;
     /// The gradients by learning rate: backbone, text encoder, the rest.
     fn split_gradients(&self, model: &Self::Model, grads: Gradients) -> [GradientsParams; 3];
-    /// Write the model directory files of `model` (not an autodiff one) into the empty `dir`.
-    fn write_model_files(&self, model: &Self::Model, dir: &Path) -> Result<(), TrainError>;
-    /// COCO AP of `model` (not an autodiff one) on a detection set.
+    /// Write the weights and the model config of `model` (not an autodiff one) into `dir`.
+    fn write_weights(&self, model: &Self::Model, dir: &Path) -> Result<(), TrainError>;
+    /// COCO AP of `model` (not an autodiff one) on a detection set, `batch` images at a time.
     fn evaluate(
         &self,
         model: &Self::Model,
         set: &LoadedSet,
         ground_truth: &Path,
+        batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<EvalReport, TrainError>;
 }
@@ -455,8 +458,8 @@ impl Run<'_> {
             {
                 let valid = model.valid();
                 let total = set.dataset.samples.len();
-                let report = trainer
-                    .evaluate(&valid, set, gt, &mut |done| on_event(Event::EvalProgress { done, total }))?;
+                let progress = &mut |done| on_event(Event::EvalProgress { done, total });
+                let report = trainer.evaluate(&valid, set, gt, micro_batch, progress)?;
                 let best = summary.best_ap.is_none_or(|b| report.metrics.ap > b);
                 if best {
                     summary.best_ap = Some(report.metrics.ap);
@@ -488,6 +491,10 @@ struct GlipTrainer<'a> {
 impl Trainer for GlipTrainer<'_> {
     type Model = Glip;
 
+    fn config(&self) -> &TrainConfig {
+        self.config
+    }
+
     fn max_text_len(&self) -> usize {
         self.glip.max_text_len
     }
@@ -510,10 +517,8 @@ impl Trainer for GlipTrainer<'_> {
         [backbone, text, GradientsParams::from_grads(grads, model)]
     }
 
-    fn write_model_files(&self, model: &Glip, dir: &Path) -> Result<(), TrainError> {
-        model.save_dir(dir)?;
-        copy_tokenizer(self.config, dir)?;
-        write_json(&dir.join(PREPROCESS_FILE), &self.config.preprocess)
+    fn write_weights(&self, model: &Glip, dir: &Path) -> Result<(), TrainError> {
+        Ok(model.save_dir(dir)?)
     }
 
     fn evaluate(
@@ -521,10 +526,10 @@ impl Trainer for GlipTrainer<'_> {
         model: &Glip,
         set: &LoadedSet,
         ground_truth: &Path,
+        batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<EvalReport, TrainError> {
         let device = model.devices().first().cloned().unwrap_or_else(Device::flex);
-        let batch = self.config.batch_size / self.config.grad_accumulation;
         let c = self.config;
         evaluate(model, &set.dataset, ground_truth, &c.preprocess, self.tokenizer, batch, &device, progress)
     }
@@ -709,14 +714,12 @@ fn write_model_files<T: Trainer>(model: &T::Model, trainer: &T, dir: &Path) -> R
         std::fs::remove_dir_all(dir).map_err(|e| TrainError::write(dir, e))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::write(dir, e))?;
-    trainer.write_model_files(model, dir)
-}
-
-/// The config's tokenizer, copied into a model directory.
-pub(crate) fn copy_tokenizer(config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
+    trainer.write_weights(model, dir)?;
+    let config = trainer.config();
     let tokenizer = std::fs::read(&config.tokenizer).map_err(|e| TrainError::config(&config.tokenizer, e))?;
     write_atomic(&dir.join("tokenizer.json"), &tokenizer)
-        .map_err(|e| TrainError::write(&dir.join("tokenizer.json"), e))
+        .map_err(|e| TrainError::write(&dir.join("tokenizer.json"), e))?;
+    write_json(&dir.join(PREPROCESS_FILE), &config.preprocess)
 }
 
 fn append_metrics(out: &Path, line: &serde_json::Value) -> Result<(), TrainError> {
@@ -747,12 +750,12 @@ fn forget_metrics_after(out: &Path, step: usize) -> Result<(), TrainError> {
     write_atomic(&path, kept.as_bytes()).map_err(|e| TrainError::write(&path, e))
 }
 
-pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     let json = serde_json::to_vec_pretty(value).expect("state serialises");
     write_atomic(path, &json).map_err(|e| TrainError::write(path, e))
 }
 
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::config(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| TrainError::config(path, e))
 }
