@@ -432,8 +432,8 @@ impl Renaming {
 
 /// The reverse of [`apply_tensors`]: `tensors` (a checkpoint, named as in its file) with every
 /// tensor that `options` maps to a parameter of `module` replaced by that parameter's current
-/// value, in the checkpoint's layout and dtype; every other tensor (other parts', ignored ones) is kept as
-/// it was. A fine-tuned part is written back under its checkpoint's own keys this way.
+/// value, in the checkpoint's layout and dtype; every other tensor (other parts', ignored ones)
+/// is kept as it was. A fine-tuned part is written back under its checkpoint's own keys this way.
 pub fn export_tensors<M: Module>(
     module: &M,
     path: impl AsRef<Path>,
