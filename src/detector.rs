@@ -29,7 +29,7 @@ use glint_data::hub::{HubError, HubOptions, resolve_model};
 use glint_data::preprocess::PREPROCESS_FILE;
 use glint_data::preprocess::{PreprocessConfig, PreprocessedImage};
 use glint_nn::detector::glip::{Glip, GlipConfig, GlipDetectOptions, GlipError, GlipText};
-use glint_nn::detector::grounding_dino::detections;
+use glint_nn::detector::grounding_dino::batch_detections;
 use glint_nn::detector::prompt_tuning::PromptTuning;
 use glint_nn::detector::{DetectOptions, GroundingDino, GroundingDinoLoadError, StageTimes, TextBatch};
 use glint_nn::head::grounding_dino::{GroundingDinoConfig, GroundingDinoError};
@@ -309,6 +309,10 @@ impl Detector {
         let preprocessed =
             images.iter().map(|image| self.preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let tensors: Vec<Tensor<3>> = preprocessed.iter().map(|p| self.image_tensor(p)).collect();
+        let sizes: Vec<[f32; 2]> = preprocessed
+            .iter()
+            .map(|p| [p.original_size.width as f32, p.original_size.height as f32])
+            .collect();
         if let Some(profile) = profile.as_deref_mut() {
             profile.preprocess += started.elapsed();
         }
@@ -332,22 +336,16 @@ impl Detector {
                 None => model.forward_with_text(&tensors, &text, text_hidden, None)?,
             };
             let started = Instant::now();
-            let logits = host(output.head.logits);
-            let boxes = host(output.head.pred_boxes);
-            let per_image_logits = logits.len() / images.len();
-            let per_image_boxes = boxes.len() / images.len();
-            for (b, image) in preprocessed.iter().enumerate() {
-                let size = [image.original_size.width as f32, image.original_size.height as f32];
-                let chunk_detections = detections(
-                    &logits[b * per_image_logits..(b + 1) * per_image_logits],
-                    &boxes[b * per_image_boxes..(b + 1) * per_image_boxes],
-                    ids.len(),
-                    &encoded.positive_map,
-                    chunk.prompt.phrases(),
-                    size,
-                    options,
-                );
-                found[b].extend(chunk_detections.into_iter().map(|mut d| {
+            let per_image = batch_detections(
+                &output.head,
+                ids.len(),
+                &encoded.positive_map,
+                chunk.prompt.phrases(),
+                &sizes,
+                options,
+            );
+            for (all, chunk_detections) in found.iter_mut().zip(per_image) {
+                all.extend(chunk_detections.into_iter().map(|mut d| {
                     d.phrase_index =
                         chunk.phrase_indices.get(d.phrase_index).copied().unwrap_or(d.phrase_index);
                     d
@@ -527,9 +525,4 @@ fn glip_options(options: &DetectOptions) -> GlipDetectOptions {
         max_detections: options.max_detections,
         ..GlipDetectOptions::default()
     }
-}
-
-/// A tensor's values on the host, row-major.
-fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default()
 }

@@ -7,12 +7,12 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use glint_core::detection::{CocoResult, Detection};
 use glint_core::eval::{EvalReport, evaluate_bbox_results};
-use glint_core::prompt::{Prompt, TextTokenizer};
+use glint_core::prompt::{EncodedPrompt, Prompt, TextTokenizer};
 use glint_data::batch::pad_batch_divisible;
 use glint_data::preprocess::{ImageTensor, PreprocessConfig, PreprocessedImage};
 use glint_data::{Dataset, load_image};
 use glint_nn::detector::glip::{Glip, GlipDetectOptions, GlipText, InputFrame};
-use glint_nn::detector::grounding_dino::{DetectOptions, GroundingDino, TextBatch, detections};
+use glint_nn::detector::grounding_dino::{DetectOptions, GroundingDino, TextBatch, batch_detections};
 use image::RgbImage;
 
 use crate::TrainError;
@@ -107,17 +107,9 @@ pub fn detect_glip(
 ) -> Result<Vec<CocoResult>, TrainError> {
     let options = GlipDetectOptions::default();
     let detect = |images: &[RgbImage], prompt: &Prompt| {
-        let prompt_error = |source| TrainError::Prompt { context: "the dataset's categories".into(), source };
         model.check_prompt(&prompt.caption())?;
-        let encoded = tokenizer.encode_prompt(prompt).map_err(prompt_error)?;
+        let encoded = encode_categories(tokenizer, prompt, model.config.max_text_len)?;
         let ids = encoded.tokens.ids();
-        if ids.len() > model.config.max_text_len {
-            return Err(TrainError::Detection(format!(
-                "the prompt of the dataset's categories is {} tokens, more than the model's {}",
-                ids.len(),
-                model.config.max_text_len
-            )));
-        }
         let preprocessed =
             images.iter().map(|image| preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let (pixels, frames) = glip_input(&preprocessed, model.config.size_divisibility(), device)?;
@@ -143,41 +135,26 @@ pub fn evaluate_grounding_dino(
 ) -> Result<EvalReport, TrainError> {
     let options =
         DetectOptions { box_threshold: 0.0, text_threshold: 0.0, nms_iou: None, max_detections: 100 };
-    let max_len = model.config().max_text_len;
     let detect = |images: &[RgbImage], prompt: &Prompt| {
-        let encoded = tokenizer
-            .encode_prompt(prompt)
-            .map_err(|source| TrainError::Prompt { context: "the dataset's categories".into(), source })?;
+        let encoded = encode_categories(tokenizer, prompt, model.config().max_text_len)?;
         let ids = encoded.tokens.ids();
-        if ids.len() > max_len {
-            return Err(TrainError::Detection(format!(
-                "the prompt of the dataset's categories is {} tokens, more than the model's {max_len}",
-                ids.len()
-            )));
-        }
         let preprocessed =
             images.iter().map(|image| preprocess.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         let tensors: Vec<Tensor<3>> = preprocessed.iter().map(|p| image_tensor(&p.tensor, device)).collect();
+        let sizes: Vec<[f32; 2]> = preprocessed
+            .iter()
+            .map(|p| [p.original_size.width as f32, p.original_size.height as f32])
+            .collect();
         let text = TextBatch::new(&vec![ids; images.len()], tokenizer.delimiter_ids(), device);
         let output = model.forward(&tensors, &text)?;
-        let host = |t: Tensor<3>| t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
-        let (logits, boxes) = (host(output.head.logits), host(output.head.pred_boxes));
-        let (per_logits, per_boxes) = (logits.len() / images.len(), boxes.len() / images.len());
-        Ok(preprocessed
-            .iter()
-            .enumerate()
-            .map(|(b, p)| {
-                detections(
-                    &logits[b * per_logits..(b + 1) * per_logits],
-                    &boxes[b * per_boxes..(b + 1) * per_boxes],
-                    ids.len(),
-                    &encoded.positive_map,
-                    prompt.phrases(),
-                    [p.original_size.width as f32, p.original_size.height as f32],
-                    &options,
-                )
-            })
-            .collect())
+        Ok(batch_detections(
+            &output.head,
+            ids.len(),
+            &encoded.positive_map,
+            prompt.phrases(),
+            &sizes,
+            &options,
+        ))
     };
     evaluate_with(dataset, ground_truth, batch_size, detect, progress)
 }
@@ -185,4 +162,23 @@ pub fn evaluate_grounding_dino(
 /// One image as a `[3, h, w]` model input.
 pub(crate) fn image_tensor(image: &ImageTensor, device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(image.data.clone(), [3, image.height, image.width]), device)
+}
+
+/// The prompt of a dataset's categories, tokenised; an error when it is longer than the model's
+/// `max_len` tokens.
+fn encode_categories(
+    tokenizer: &TextTokenizer,
+    prompt: &Prompt,
+    max_len: usize,
+) -> Result<EncodedPrompt, TrainError> {
+    let encoded = tokenizer
+        .encode_prompt(prompt)
+        .map_err(|source| TrainError::Prompt { context: "the dataset's categories".into(), source })?;
+    let len = encoded.tokens.len();
+    if len > max_len {
+        return Err(TrainError::Detection(format!(
+            "the prompt of the dataset's categories is {len} tokens, more than the model's {max_len}"
+        )));
+    }
+    Ok(encoded)
 }

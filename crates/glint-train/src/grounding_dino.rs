@@ -96,10 +96,6 @@ impl<'a> GroundingDinoTrainer<'a> {
         }
         model
     }
-
-    fn text_batch(&self, ids: &[&[u32]], device: &Device) -> TextBatch {
-        TextBatch::new(ids, self.tokenizer.delimiter_ids(), device)
-    }
 }
 
 impl Trainer for GroundingDinoTrainer<'_> {
@@ -121,7 +117,7 @@ impl Trainer for GroundingDinoTrainer<'_> {
     ) -> Result<StepLoss, TrainError> {
         let images: Vec<Tensor<3>> = examples.iter().map(|e| image_tensor(&e.image, device)).collect();
         let ids: Vec<&[u32]> = examples.iter().map(|e| e.ids.as_slice()).collect();
-        let text = self.text_batch(&ids, device);
+        let text = TextBatch::new(&ids, self.tokenizer.delimiter_ids(), device);
         let output = model.forward(&images, &text)?;
         let mut layers = model.training_outputs(&output, &text);
         if !self.training.auxiliary_loss {

@@ -423,6 +423,30 @@ fn merge_errors(errors: Vec<WeightsError>) -> WeightsError {
     }
 }
 
+/// Every image's [`detections`] from the head's outputs for a batch (one copy from the device):
+/// `sizes` are the images' original `[width, height]`, in batch order.
+pub fn batch_detections(
+    head: &HeadOutput,
+    prompt_len: usize,
+    positive_map: &PositiveMap,
+    phrases: &[String],
+    sizes: &[[f32; 2]],
+    options: &DetectOptions,
+) -> Vec<Vec<Detection>> {
+    let host = |t: &Tensor<3>| t.clone().into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    let (logits, boxes) = (host(&head.logits), host(&head.pred_boxes));
+    let images = sizes.len().max(1);
+    let per_image = |values: &[f32]| (values.len() / images).max(1);
+    logits
+        .chunks(per_image(&logits))
+        .zip(boxes.chunks(per_image(&boxes)))
+        .zip(sizes)
+        .map(|((logits, boxes), &size)| {
+            detections(logits, boxes, prompt_len, positive_map, phrases, size, options)
+        })
+        .collect()
+}
+
 /// How raw outputs become detections.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectOptions {
