@@ -15,7 +15,8 @@ use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use common::{Io, edited_f32_weights, load_error_naming_file};
 use glint_nn::attention::{
     DeformableAttentionError, MultiScaleDeformableAttention, MultiScaleDeformableAttentionConfig,
-    level_start_index, multi_scale_deformable_attention,
+    composed_multi_scale_deformable_attention, fused_cpu_deformable_attention, level_start_index,
+    multi_scale_deformable_attention,
 };
 use glint_nn::weights::{LoadOptions, WeightsError, load_safetensors};
 
@@ -123,34 +124,56 @@ fn sampling_core_matches_transformers_inside_on_and_outside_the_maps() {
     assert_close("core output", out, &io.f32s("core.output"), &io.shape("core.output"));
 }
 
+type SamplingCore =
+    fn(Tensor<4>, &[[usize; 2]], Tensor<6>, Tensor<5>) -> Result<Tensor<3>, DeformableAttentionError>;
+
+/// The fused CPU pass, which must take the inputs (it has its own backward on the autodiff
+/// device).
+fn fused(
+    value: Tensor<4>,
+    shapes: &[[usize; 2]],
+    locations: Tensor<6>,
+    weights: Tensor<5>,
+) -> Result<Tensor<3>, DeformableAttentionError> {
+    Ok(fused_cpu_deformable_attention(value, shapes, locations, weights)
+        .unwrap_or_else(|_| panic!("the CPU devices take the fused pass")))
+}
+
+/// Both ways of computing the sampling core: the fused CPU pass and the composed
+/// `grid_sample_2d` version (Burn's autodiff).
+const SAMPLING_CORES: [(&str, SamplingCore); 2] =
+    [("fused", fused), ("composed", composed_multi_scale_deformable_attention)];
+
 #[test]
 fn sampling_gradients_match_torch_autograd() {
-    // Training differentiates the composed sampling (Burn's grid_sample) on an autodiff device:
-    // the gradients with respect to the values, the locations and the attention logits.
+    // The gradients with respect to the values, the locations and the attention logits, on the
+    // autodiff CPU device, as training takes them.
     let device = Device::flex().autodiff();
     let io = Io::open(&fixtures().join("io.safetensors"));
     let shapes = io.shapes("core.spatial_shapes");
-    let value = io.float::<4>("grad.value", &device).require_grad();
-    let locations = io.float::<6>("grad.sampling_locations", &device).require_grad();
-    let logits = io.float::<4>("grad.attention_logits", &device).require_grad();
-    let [batch, queries, heads, taps] = logits.dims();
-    let attention = burn::tensor::activation::softmax(logits.clone(), 3).reshape([
-        batch,
-        queries,
-        heads,
-        shapes.len(),
-        taps / shapes.len(),
-    ]);
-    let out = multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), attention).unwrap();
-    let grads = (out * io.float::<3>("grad.cotangent", &device)).sum().backward();
-    for (name, tensor) in [("value", value), ("attention_logits", logits)] {
-        let grad = tensor.grad(&grads).expect("an input of the loss");
-        let key = format!("grad.{name}_grad");
-        assert_close(&key, grad, &io.f32s(&key), &io.shape(&key));
+    for (path, core) in SAMPLING_CORES {
+        let value = io.float::<4>("grad.value", &device).require_grad();
+        let locations = io.float::<6>("grad.sampling_locations", &device).require_grad();
+        let logits = io.float::<4>("grad.attention_logits", &device).require_grad();
+        let [batch, queries, heads, taps] = logits.dims();
+        let attention = burn::tensor::activation::softmax(logits.clone(), 3).reshape([
+            batch,
+            queries,
+            heads,
+            shapes.len(),
+            taps / shapes.len(),
+        ]);
+        let out = core(value.clone(), &shapes, locations.clone(), attention).unwrap();
+        let grads = (out * io.float::<3>("grad.cotangent", &device)).sum().backward();
+        for (name, tensor) in [("value", value), ("attention_logits", logits)] {
+            let grad = tensor.grad(&grads).expect("an input of the loss");
+            let key = format!("grad.{name}_grad");
+            assert_close(&format!("{path} {key}"), grad, &io.f32s(&key), &io.shape(&key));
+        }
+        let grad = locations.grad(&grads).expect("an input of the loss");
+        let key = "grad.sampling_locations_grad";
+        assert_close(&format!("{path} {key}"), grad, &io.f32s(key), &io.shape(key));
     }
-    let grad = locations.grad(&grads).expect("an input of the loss");
-    let key = "grad.sampling_locations_grad";
-    assert_close(key, grad, &io.f32s(key), &io.shape(key));
 }
 
 #[test]
@@ -292,34 +315,68 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     assert!(report.mis_shaped.iter().any(|m| m.key.ends_with("sampling_offsets.weight")), "{err}");
 }
 
-#[test]
-fn the_fused_cpu_pass_equals_the_composed_grid_sample_version() {
-    // The plain flex device takes the fused pass; its autodiff twin the composed
-    // `grid_sample_2d` version that the GPU and training use. Locations reach past the maps.
+/// Random inputs whose locations reach past the maps on every side: value, locations, weights.
+fn random_sampling_inputs(shapes: &[[usize; 2]], device: &Device) -> (Tensor<4>, Tensor<6>, Tensor<5>) {
     let (batch, queries, heads, head_dim, points) = (2, 37, 4, 8, 3);
-    let shapes = [[9usize, 13usize], [5, 7], [3, 4]];
     let seq: usize = shapes.iter().map(|[h, w]| h * w).sum();
     let levels = shapes.len();
-    let cpu = Device::flex();
-    let value = Tensor::<4>::random([batch, seq, heads, head_dim], Distribution::Normal(0.0, 1.0), &cpu);
+    let value = Tensor::<4>::random([batch, seq, heads, head_dim], Distribution::Normal(0.0, 1.0), device);
     let locations = Tensor::<6>::random(
         [batch, queries, heads, levels, points, 2],
         Distribution::Uniform(-0.2, 1.2),
-        &cpu,
+        device,
     );
     let weights =
-        Tensor::<5>::random([batch, queries, heads, levels, points], Distribution::Uniform(0.0, 1.0), &cpu);
+        Tensor::<5>::random([batch, queries, heads, levels, points], Distribution::Uniform(0.0, 1.0), device);
+    (value, locations, weights)
+}
 
-    let fused =
-        multi_scale_deformable_attention(value.clone(), &shapes, locations.clone(), weights.clone()).unwrap();
-    let composed = Device::flex().autodiff();
-    let reference = multi_scale_deformable_attention(
-        Tensor::from_data(value.into_data(), &composed),
-        &shapes,
-        Tensor::from_data(locations.into_data(), &composed),
-        Tensor::from_data(weights.into_data(), &composed),
-    )
-    .unwrap();
-    let expected = reference.into_data().try_into_vec_as::<f32>().unwrap();
-    assert_close("fused deformable attention", fused, &expected, &[batch, queries, heads * head_dim]);
+const SHAPES: [[usize; 2]; 3] = [[9, 13], [5, 7], [3, 4]];
+
+#[test]
+fn the_fused_cpu_pass_equals_the_composed_grid_sample_version() {
+    let (value, locations, weights) = random_sampling_inputs(&SHAPES, &Device::flex());
+    let composed =
+        composed_multi_scale_deformable_attention(value.clone(), &SHAPES, locations.clone(), weights.clone())
+            .unwrap();
+    let expected = composed.into_data().try_into_vec_as::<f32>().unwrap();
+    let shape = [value.dims()[0], locations.dims()[1], value.dims()[2] * value.dims()[3]];
+    let fused = fused(value, &SHAPES, locations, weights).unwrap();
+    assert_close("fused deformable attention", fused, &expected, &shape);
+}
+
+#[test]
+fn the_fused_cpu_backward_equals_the_composed_grid_sample_gradients() {
+    // Same inputs and cotangent through both paths on the autodiff CPU device. The fused pass
+    // has its own backward; the composed one is Burn's autodiff of grid_sample.
+    let device = Device::flex().autodiff();
+    let (value, locations, weights) = random_sampling_inputs(&SHAPES, &device);
+    let [batch, _, heads, head_dim] = value.dims();
+    let cotangent = Tensor::<3>::random(
+        [batch, locations.dims()[1], heads * head_dim],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let gradients = |core: SamplingCore| {
+        let (value, locations, weights) =
+            (value.clone().require_grad(), locations.clone().require_grad(), weights.clone().require_grad());
+        let out = core(value.clone(), &SHAPES, locations.clone(), weights.clone()).unwrap();
+        let grads = (out * cotangent.clone()).sum().backward();
+        [
+            value.grad(&grads).expect("value").into_data(),
+            locations.grad(&grads).expect("locations").into_data(),
+            weights.grad(&grads).expect("weights").into_data(),
+        ]
+    };
+    let composed = gradients(composed_multi_scale_deformable_attention);
+    let fused = gradients(fused);
+    for ((name, fused), composed) in ["value", "locations", "weights"].iter().zip(fused).zip(composed) {
+        assert_eq!(fused.shape(), composed.shape(), "{name} gradient: shape");
+        let expected = composed.try_into_vec_as::<f32>().unwrap();
+        assert!(expected.iter().any(|v| v.abs() > 0.1), "{name}: the reference is not all zeros");
+        let fused = fused.try_into_vec_as::<f32>().unwrap();
+        let len = fused.len();
+        let fused = Tensor::<1>::from_data(TensorData::new(fused, [len]), &Device::flex());
+        assert_close(&format!("{name} gradient"), fused, &expected, &[expected.len()]);
+    }
 }

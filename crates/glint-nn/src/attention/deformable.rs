@@ -316,13 +316,62 @@ fn check_levels(
 ///
 /// Returns `[batch, queries, n_heads * head_dim]`: for every head, the weighted sum of the values
 /// bilinearly interpolated at its locations.
+///
+/// Every path computes the same thing: one fused pass on the CPU (with its own backward on the
+/// autodiff CPU device), one fused CubeCL kernel on a plain GPU device, and the composed
+/// `grid_sample_2d` version ([`composed_multi_scale_deformable_attention`]) for training on a
+/// GPU.
 pub fn multi_scale_deformable_attention(
     value: Tensor<4>,
     spatial_shapes: &[[usize; 2]],
     sampling_locations: Tensor<6>,
     attention_weights: Tensor<5>,
 ) -> Result<Tensor<3>, DeformableAttentionError> {
-    let [batch, seq_len, heads, head_dim] = value.dims();
+    check_inputs(&value, spatial_shapes, &sampling_locations, &attention_weights)?;
+    let device = value.device();
+    let fused = if device == Device::flex() {
+        super::deformable_cpu::fused_cpu_deformable_attention(
+            value,
+            spatial_shapes,
+            sampling_locations,
+            attention_weights,
+        )
+    } else if device.is_autodiff() {
+        Err((value, sampling_locations, attention_weights))
+    } else {
+        super::deformable_gpu::fused_deformable_attention(
+            value,
+            spatial_shapes,
+            sampling_locations,
+            attention_weights,
+            &device,
+        )
+    };
+    Ok(fused.unwrap_or_else(|(value, sampling_locations, attention_weights)| {
+        composed(value, spatial_shapes, sampling_locations, attention_weights)
+    }))
+}
+
+/// [`multi_scale_deformable_attention`] composed of Burn's `grid_sample_2d`, on any device and
+/// differentiable by Burn's autodiff: the reference that the fused passes are tested against,
+/// and what GPU training runs.
+pub fn composed_multi_scale_deformable_attention(
+    value: Tensor<4>,
+    spatial_shapes: &[[usize; 2]],
+    sampling_locations: Tensor<6>,
+    attention_weights: Tensor<5>,
+) -> Result<Tensor<3>, DeformableAttentionError> {
+    check_inputs(&value, spatial_shapes, &sampling_locations, &attention_weights)?;
+    Ok(composed(value, spatial_shapes, sampling_locations, attention_weights))
+}
+
+fn check_inputs(
+    value: &Tensor<4>,
+    spatial_shapes: &[[usize; 2]],
+    sampling_locations: &Tensor<6>,
+    attention_weights: &Tensor<5>,
+) -> Result<(), DeformableAttentionError> {
+    let [batch, seq_len, heads, _] = value.dims();
     let [loc_batch, num_queries, loc_heads, levels, points, two] = sampling_locations.dims();
     if loc_batch != batch || loc_heads != heads || two != 2 {
         return Err(DeformableAttentionError::Shape(format!(
@@ -338,33 +387,17 @@ pub fn multi_scale_deformable_attention(
         )));
     }
     check_levels(spatial_shapes, levels, seq_len)?;
+    Ok(())
+}
 
-    // Inference: one fused pass on the plain CPU device, one fused kernel on a plain GPU
-    // (CubeCL) device. Neither has gradients: under autodiff, the composed version below.
-    let device = value.device();
-    let (value, sampling_locations, attention_weights) = if device.is_autodiff() {
-        (value, sampling_locations, attention_weights)
-    } else if device == Device::flex() {
-        return Ok(super::deformable_cpu::fused_deformable_attention(
-            value,
-            spatial_shapes,
-            sampling_locations,
-            attention_weights,
-            &device,
-        ));
-    } else {
-        match super::deformable_gpu::fused_deformable_attention(
-            value,
-            spatial_shapes,
-            sampling_locations,
-            attention_weights,
-            &device,
-        ) {
-            Ok(output) => return Ok(output),
-            Err(inputs) => inputs,
-        }
-    };
-
+fn composed(
+    value: Tensor<4>,
+    spatial_shapes: &[[usize; 2]],
+    sampling_locations: Tensor<6>,
+    attention_weights: Tensor<5>,
+) -> Tensor<3> {
+    let [batch, _, heads, head_dim] = value.dims();
+    let [_, num_queries, _, levels, points, _] = sampling_locations.dims();
     // grid_sample's coordinates: -1 and 1 are the outer edges of the border pixels.
     let grids = sampling_locations.mul_scalar(2.0).sub_scalar(1.0);
     let options = GridSampleOptions::new(InterpolateMode::Bilinear)
@@ -397,5 +430,5 @@ pub fn multi_scale_deformable_attention(
     let weights = attention_weights.swap_dims(1, 2).reshape([batch * heads, 1, num_queries, levels * points]);
     let output =
         (sampled * weights).sum_dim(3).reshape([batch, heads * head_dim, num_queries]).swap_dims(1, 2);
-    Ok(output)
+    output
 }
