@@ -1,6 +1,6 @@
 //! The wgpu path: the fused deformable-attention kernel equals the composed `grid_sample_2d`
-//! version, and the tiny Grounding DINO checkpoint gives the same detections on the GPU
-//! backend as on the CPU. In CI this runs on Mesa's lavapipe (software Vulkan, installed by
+//! version, the tiny Grounding DINO checkpoint gives the same detections on the GPU backend as
+//! on the CPU, and training GLIP or Grounding DINO there follows the CPU's losses. In CI this runs on Mesa's lavapipe (software Vulkan, installed by
 //! `.ci/run`, which sets `GLINT_REQUIRE_WGPU=1`); elsewhere it runs when a wgpu adapter exists
 //! and is skipped with a message when none does.
 //!
@@ -92,6 +92,18 @@ fn the_fused_gpu_kernel_equals_the_composed_grid_sample_version() {
             .unwrap();
     assert!(composed.iter().any(|v| v.abs() > 0.1), "the reference is not all zeros");
 
+    let composed_gpu = composed_multi_scale_deformable_attention(
+        Tensor::from_data(value.to_data(), &gpu),
+        &shapes,
+        Tensor::from_data(locations.to_data(), &gpu),
+        Tensor::from_data(weights.to_data(), &gpu),
+    )
+    .unwrap()
+    .into_data()
+    .try_into_vec_as::<f32>()
+    .unwrap();
+    let worst = composed_gpu.iter().zip(&composed).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "composed on the GPU: largest difference {worst}");
     for half in [false, true] {
         let on_gpu = |data: TensorData| if half { data.convert::<f16>() } else { data };
         let fused = multi_scale_deformable_attention(
@@ -130,16 +142,14 @@ fn auto_takes_a_real_gpu_and_never_a_software_one() {
     }
 }
 
-/// `glint train` on the GPU: from the same initial weights and the same batches, the first
-/// steps' losses follow the CPU's (within 1e-3 relative: the GPU sums in other orders, and
-/// each step's update carries the difference forward).
-#[test]
-fn training_on_wgpu_follows_the_cpu_loss_curve() {
-    use glint::nn::detector::glip::GlipConfig;
-    use glint::train::config::{DataSource, ModelConfig};
-    use glint::train::{RunOptions, TrainConfig, train};
+/// Trains `config` for its few steps from the same initial weights and the same batches on the
+/// CPU and on the GPU (both through autodiff), and checks that the GPU's losses follow the
+/// CPU's within 1e-3 relative: the GPU sums in other orders, and each step's update carries
+/// the difference forward. `config.data.train` is set here: four small synthetic images.
+fn assert_gpu_training_follows_the_cpu(gpu: Device, mut config: glint::train::TrainConfig) {
+    use glint::train::config::DataSource;
+    use glint::train::{RunOptions, train};
 
-    let Some(gpu) = wgpu_device() else { return };
     let dir = tempfile::tempdir().unwrap();
     let shapes = dir.path().join("shapes");
     let synth = glint::data::synth::SynthConfig {
@@ -149,21 +159,9 @@ fn training_on_wgpu_follows_the_cpu_loss_curve() {
         ..Default::default()
     };
     glint::data::synth::generate(&synth, &shapes, |_| {}).unwrap();
-    let initial = dir.path().join("initial");
-    let model = GlipConfig::tiny().init(&Device::flex()).unwrap();
-    model.save_dir(&initial).unwrap();
-    let mut config = TrainConfig {
-        model: ModelConfig::Glip(GlipConfig::tiny()),
-        tokenizer: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
-        init_from: Some(initial),
-        batch_size: 2,
-        steps: 3,
-        ..TrainConfig::default()
-    };
     config.data.train = vec![DataSource::Synth { dir: shapes, synth, split: "train".into(), weight: 1.0 }];
     config.transforms.scales = vec![64];
     config.transforms.crop_prob = 0.0;
-    config.optimizer.lr = 1e-3;
     let run = |device: Device, name: &str| {
         let options = RunOptions {
             out: dir.path().join(name),
@@ -175,7 +173,71 @@ fn training_on_wgpu_follows_the_cpu_loss_curve() {
     };
     let on_cpu = run(Device::flex(), "cpu");
     let on_gpu = run(gpu, "gpu");
+    assert_eq!(on_cpu.len(), config.steps);
     for (step, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
         assert!((c - g).abs() <= 1e-3 * c.abs().max(1.0), "step {}: cpu {c}, gpu {g}", step + 1);
     }
+}
+
+/// `glint train` on the GPU: GLIP, from the tiny config's initialisation.
+#[test]
+fn training_on_wgpu_follows_the_cpu_loss_curve() {
+    use glint::nn::detector::glip::GlipConfig;
+    use glint::train::TrainConfig;
+    use glint::train::config::ModelConfig;
+
+    let Some(gpu) = wgpu_device() else { return };
+    let initial = tempfile::tempdir().unwrap();
+    GlipConfig::tiny().init(&Device::flex()).unwrap().save_dir(initial.path()).unwrap();
+    let mut config = TrainConfig {
+        model: ModelConfig::Glip(GlipConfig::tiny()),
+        tokenizer: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
+        init_from: Some(initial.path().to_path_buf()),
+        batch_size: 2,
+        steps: 3,
+        ..TrainConfig::default()
+    };
+    config.optimizer.lr = 1e-3;
+    assert_gpu_training_follows_the_cpu(gpu, config);
+}
+
+/// Grounding DINO fine-tuning on the GPU, from the tiny fixture checkpoint with its dropout
+/// and drop path off (the CPU and the GPU draw different random masks). The CPU takes the fused
+/// deformable pass and its own backward, the GPU the composed `grid_sample_2d` version under
+/// Burn's autodiff, so this also checks the two backward passes against each other inside a
+/// whole model.
+#[test]
+fn grounding_dino_training_on_wgpu_follows_the_cpu_loss_curve() {
+    use glint::train::TrainConfig;
+    use glint::train::config::{GroundingDinoTraining, ModelConfig};
+
+    let Some(gpu) = wgpu_device() else { return };
+    let checkpoint = tempfile::tempdir().unwrap();
+    let fixture = fixtures().join("tiny");
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture.join(file), checkpoint.path().join(file)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+    for key in ["dropout", "fusion_droppath"] {
+        config[key] = 0.0.into();
+    }
+    for key in ["hidden_dropout_prob", "attention_probs_dropout_prob"] {
+        config["text_config"][key] = 0.0.into();
+    }
+    std::fs::write(checkpoint.path().join("config.json"), config.to_string()).unwrap();
+
+    let mut config = TrainConfig {
+        model: ModelConfig::GroundingDino(GroundingDinoTraining::default()),
+        tokenizer: checkpoint.path().join("tokenizer.json"),
+        init_from: Some(checkpoint.path().to_path_buf()),
+        batch_size: 2,
+        steps: 3,
+        ..TrainConfig::default()
+    };
+    // No warm-up, so that the second and third losses depend on the first steps' gradients.
+    config.schedule.warmup_steps = 0;
+    config.optimizer.lr = 1e-3;
+    config.optimizer.clip_grad_norm = 0.1;
+    assert_gpu_training_follows_the_cpu(gpu, config);
 }
