@@ -108,6 +108,7 @@ fn restore_default_sigpipe() {}
 /// again: Grounding-DINO-T's 2048-wide feed-forward activations alone are 109 MB at 800×800.
 /// Serving every block from the heap and keeping freed memory there took that model from 5.62 s
 /// to 4.66 s on 2 cores (benches/README.md), at the same peak RSS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     const M_TRIM_THRESHOLD: i32 = -1;
     const M_MMAP_MAX: i32 = -4;
