@@ -10,8 +10,8 @@
 # Run from the repository root:  bash benches/gpu.sh [OUT_DIR]
 # Needs python3 with torch (CUDA), transformers 5.x, tokenizers, pillow, safetensors.
 # glint comes from `cargo` when the machine has a Rust toolchain; otherwise GLINT_PREBUILT names a
-# folder holding a `glint` binary and the `wgpu` test binary built elsewhere for x86-64 (either
-# may be xz-compressed: glint.xz, wgpu-test.xz).
+# folder holding a `glint` binary and the test binary of tests/gpu.rs built elsewhere for x86-64,
+# named `gpu-test` (either may be xz-compressed: glint.xz, gpu-test.xz).
 # Knobs: GPU_RUNS (timed runs, default 5), GPU_SIZE (default 1333x800), GPU_STEP_TIMEOUT (seconds
 # per glint step, default 240), GPU_PLAN (the steps in order, default below).
 set -uo pipefail
@@ -40,7 +40,7 @@ fi
 bin="$out/bin"
 mkdir -p "$bin"
 if [ -n "${GLINT_PREBUILT:-}" ]; then
-    for name in glint wgpu-test; do
+    for name in glint gpu-test; do
         if [ -e "$GLINT_PREBUILT/$name.xz" ]; then
             xz -dc "$GLINT_PREBUILT/$name.xz" >"$bin/$name"
         else
@@ -51,9 +51,9 @@ if [ -n "${GLINT_PREBUILT:-}" ]; then
 else
     cargo build --release -p glint-cli || exit 1
     cp "${CARGO_TARGET_DIR:-target}/release/glint" "$bin/glint"
-    cargo test --release --test wgpu --no-run 2>&1 | tee "$out/build.log"
-    test_bin=$(grep -o '(\S*/wgpu-[0-9a-f]*)' "$out/build.log" | tr -d '()' | tail -1)
-    cp "$test_bin" "$bin/wgpu-test"
+    cargo test --release --test gpu --no-run 2>&1 | tee "$out/build.log"
+    test_bin=$(grep -o '(\S*/gpu-[0-9a-f]*)' "$out/build.log" | tr -d '()' | tail -1)
+    cp "$test_bin" "$bin/gpu-test"
 fi
 
 printf 'tool\tdtype\tbatch\tbackbone_ms\ttext_ms\tencoder_ms\tdecoder_ms\tend_to_end_ms\timages_per_s\n' >"$summary"
@@ -96,7 +96,7 @@ status=0
 for step in $plan; do
     stamp "$step"
     case "$step" in
-        tests) GLINT_REQUIRE_WGPU=1 "$bin/wgpu-test" --nocapture || status=1 ;;
+        tests) GLINT_REQUIRE_WGPU=1 "$bin/gpu-test" --nocapture || status=1 ;;
         torch-*) IFS=- read -r _ dtype batch <<<"$step"; torch_step "$dtype" "${batch#b}" || status=1 ;;
         glint-*) IFS=- read -r _ dtype batch <<<"$step"; glint_step "$dtype" "${batch#b}" || status=1 ;;
         profile-*) IFS=- read -r _ dtype batch <<<"$step"; profile_step "$dtype" "${batch#b}" || status=1 ;;
