@@ -328,25 +328,21 @@ pub fn multi_scale_deformable_attention(
     attention_weights: Tensor<5>,
 ) -> Result<Tensor<3>, DeformableAttentionError> {
     check_inputs(&value, spatial_shapes, &sampling_locations, &attention_weights)?;
-    let device = value.device();
-    let fused = if device == Device::flex() {
-        super::deformable_cpu::fused_cpu_deformable_attention(
-            value,
-            spatial_shapes,
-            sampling_locations,
-            attention_weights,
-        )
-    } else if device.is_autodiff() {
-        Err((value, sampling_locations, attention_weights))
-    } else {
+    // Each fused pass hands the inputs back when they are not on its device.
+    let fused = super::deformable_cpu::fused_cpu_deformable_attention(
+        value,
+        spatial_shapes,
+        sampling_locations,
+        attention_weights,
+    )
+    .or_else(|(value, sampling_locations, attention_weights)| {
         super::deformable_gpu::fused_deformable_attention(
             value,
             spatial_shapes,
             sampling_locations,
             attention_weights,
-            &device,
         )
-    };
+    });
     Ok(fused.unwrap_or_else(|(value, sampling_locations, attention_weights)| {
         composed(value, spatial_shapes, sampling_locations, attention_weights)
     }))

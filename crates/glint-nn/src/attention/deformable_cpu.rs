@@ -171,7 +171,7 @@ struct Corner {
     token: usize,
     /// `wy · wx`: this corner's share of the sample.
     weight: f32,
-    /// ∂weight/∂x and ∂weight/∂y, in pixels.
+    /// ∂weight/∂x and ∂weight/∂y of the sampling location (`x` and `y` in `[0, 1]`).
     d_dx: f32,
     d_dy: f32,
 }
@@ -209,7 +209,9 @@ impl Taps {
                             continue;
                         }
                         let token = start + yy as usize * width + xx as usize;
-                        visit(tap, Corner { token, weight: wy * wx, d_dx: wy * dwx, d_dy: dwy * wx });
+                        // The pixel coordinate is location · width − 0.5: ∂/∂location = width.
+                        let (d_dx, d_dy) = (wy * dwx * width as f32, dwy * wx * height as f32);
+                        visit(tap, Corner { token, weight: wy * wx, d_dx, d_dy });
                     }
                 }
             }
@@ -292,11 +294,8 @@ impl Taps {
                                 let dot: f32 = grad.iter().zip(v).map(|(g, v)| g * v).sum();
                                 let local = q * lp + tap - first_tap;
                                 weights_grad[local] += corner.weight * dot;
-                                // x = location · width − 0.5, so ∂x/∂location = width.
-                                let ([height, width], _) = self.level_table[(tap - first_tap) / self.points];
-                                locations_grad[2 * local] += attention * corner.d_dx * dot * width as f32;
-                                locations_grad[2 * local + 1] +=
-                                    attention * corner.d_dy * dot * height as f32;
+                                locations_grad[2 * local] += attention * corner.d_dx * dot;
+                                locations_grad[2 * local + 1] += attention * corner.d_dy * dot;
                                 let scale = attention * corner.weight;
                                 let row = &mut value_grad[corner.token * d..][..d];
                                 for (r, &g) in row.iter_mut().zip(grad) {

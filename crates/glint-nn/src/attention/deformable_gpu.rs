@@ -14,12 +14,14 @@
 
 use burn::backend::Cube;
 use burn::backend::cubecl::dtype_to_storage_type;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::CubeDim;
+
+use super::deformable_cpu::SamplingInputs;
 
 /// The kernel, apart so that CubeCL's `Tensor` and `Int` do not meet Burn's.
 mod kernel {
@@ -126,14 +128,12 @@ mod kernel {
 /// Same contract and result as [`super::multi_scale_deformable_attention`] (shapes already
 /// checked by it). Returns the inputs back when they do not live on a plain CubeCL device (an
 /// autodiff device, the CPU), so the caller can take the composed path.
-#[allow(clippy::type_complexity)]
 pub fn fused_deformable_attention(
     value: Tensor<4>,
     spatial_shapes: &[[usize; 2]],
     sampling_locations: Tensor<6>,
     attention_weights: Tensor<5>,
-    device: &Device,
-) -> Result<Tensor<3>, (Tensor<4>, Tensor<6>, Tensor<5>)> {
+) -> Result<Tensor<3>, SamplingInputs> {
     let [batch, _, heads, head_dim] = value.dims();
     let queries = sampling_locations.dims()[1];
     let primitives = (
@@ -151,7 +151,8 @@ pub fn fused_deformable_attention(
         .zip(&starts)
         .flat_map(|(&[h, w], &start)| [h as i32, w as i32, start as i32])
         .collect();
-    let table = Tensor::<1, Int>::from_data(TensorData::new(table, [spatial_shapes.len() * 3]), device);
+    let table =
+        Tensor::<1, Int>::from_data(TensorData::new(table, [spatial_shapes.len() * 3]), &value.device());
     let Ok(table) = table.try_into_primitive::<Cube>() else {
         return Err((value, sampling_locations, attention_weights));
     };
